@@ -1,0 +1,72 @@
+"""The ``ingest`` flow: a public dataset → a validated, canonical, committed snapshot in the store."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+
+from schemas.config import IngestConfig
+from tasks.ingest import (
+    committed_task,
+    discover_task,
+    finalize_task,
+    ingest_subject_task,
+    plan_task,
+    prepare_source_task,
+    publish_outcome_table,
+    report_progress,
+    start_progress,
+)
+from tasks.store import open_store_task
+
+progress_log = logging.getLogger("synthmri.progress")
+"""Emits ``(stage, done, total)`` records; the CLI draws its progress bar from them."""
+
+
+@flow(name="ingest", log_prints=False)
+def ingest(config: IngestConfig = IngestConfig()) -> dict[str, Any]:  # noqa: B008 - frozen pydantic default
+    """Ingest one source: discover, validate and canonicalize each subject, quarantine bad ones, commit.
+
+    Finished subjects (a completion record in the store with the same source checksums) are skipped, so
+    a rerun after completion does no work and a rerun after a crash finishes without duplicates.
+    """
+    logger = get_run_logger()
+    open_store_task(config.store)  # fail fast, clearly, on a bad store / bad credentials
+    root = prepare_source_task(config.source)
+    discovery = discover_task(config.source, root)
+    plan = plan_task(config, discovery)
+    outcomes: list[dict[str, Any]] = []
+    total = len(discovery.subjects)
+    if committed_task(plan):
+        logger.info("snapshot %s already committed: nothing to do", plan.prefix)
+    else:
+        artifact = start_progress(total, f"ingest {plan.source_id} → {plan.snapshot_id}")
+        pending = list(discovery.subjects)
+        running: list[Any] = []
+        while pending or running:
+            while pending and len(running) < config.max_workers:
+                subject = pending.pop(0)
+                running.append(ingest_subject_task.submit(plan, subject))
+            finished = next(iter(as_completed(running)))  # keep at most max_workers subjects in flight
+            running.remove(finished)
+            outcomes.append(finished.result())
+            progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})
+            report_progress(artifact, len(outcomes), total)
+    result = finalize_task(plan, discovery)
+    if outcomes:
+        publish_outcome_table(plan, outcomes, result)
+    return {
+        "source_id": result.source_id,
+        "snapshot_id": result.snapshot_id,
+        "url": result.url,
+        "subjects": result.n_subjects,
+        "quarantined": result.n_quarantined,
+        "created": result.created,
+        "outcomes": outcomes,
+    }
+
+
+__all__ = ["ingest"]
