@@ -147,7 +147,7 @@ class TissueConfig(BaseModel):
 
     method: Literal["gmm"] = Field(default="gmm", description="3-class Gaussian mixture + spatial smoothing")
     smoothing_voxels: int = Field(default=3, ge=1, le=7, description="Posterior box-filter width (voxels)")
-    em_iterations: int = Field(default=50, ge=1, le=500)
+    em_iterations: int = Field(default=200, ge=1, le=1000)
 
 
 class InputLimits(BaseModel):

@@ -402,7 +402,7 @@ def _quarantine_frame(rows: Iterable[Mapping[str, Any]], source_id: str) -> pd.D
         columns=list(QuarantineSchema.columns),
     )
     frame = frame.astype({c: "str" for c in ("source_id", "source_ref", "file", "check", "value", "message")})
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True).astype("datetime64[ns, UTC]")
     return frame.sort_values(["source_ref", "check"], kind="stable").reset_index(drop=True)
 
 
@@ -417,6 +417,12 @@ def _subjects_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         elif dtype in ("int64", "float64"):
             frame[c] = frame[c].astype(dtype)
     return frame.sort_values("subject_id", kind="stable").reset_index(drop=True)
+
+
+def _content_digest(row: Mapping[str, Any]) -> str:
+    """sha256 over the sorted content digests of a subject's files, names left out."""
+    digests = sorted(f["sha256"] for f in json.loads(row["source_files"]).values())
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -472,13 +478,14 @@ def finalize_snapshot(
             f"snapshot {plan.snapshot_id}: {len(unfinished)} subject(s) have no completion record yet "
             f"(first: {unfinished[:3]}); run their ingest before finalizing"
         )
-    # duplicate content: keep the first subject by source_ref, quarantine the others
-    by_sha: dict[str, str] = {}
+    # duplicate content (same bytes under other names): keep the first subject by source_ref
+    by_content: dict[str, str] = {}
     kept = []
     for row in sorted(accepted, key=lambda r: r["source_ref"]):
-        first = by_sha.get(row["source_sha256"])
+        content = _content_digest(row)
+        first = by_content.get(content)
         if first is None:
-            by_sha[row["source_sha256"]] = row["source_ref"]
+            by_content[content] = row["source_ref"]
             kept.append(row)
             continue
         quarantined.append(
@@ -486,7 +493,7 @@ def finalize_snapshot(
                 "source_ref": row["source_ref"],
                 "file": row["source_ref"],
                 "check": "duplicate_content",
-                "value": row["source_sha256"][:16],
+                "value": content[:16],
                 "message": f"input files are byte-identical to subject {first!r}; kept that one",
                 "time": now().isoformat(),
             }

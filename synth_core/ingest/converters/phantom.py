@@ -1,0 +1,919 @@
+"""The bundled demo source: MNI152-derived brain-tumour phantoms written in BraTS 2021 layout.
+
+Model
+-----
+Anatomy comes from nilearn's packaged MNI152 2009 template (loads offline): the gray- and
+white-matter probability maps and the brain mask. CSF has no map of its own; it is derived inside the
+mask as ``max(mask - GM - WM, dark(T1))`` (``dark`` ramps from 0 at T1 = 0.50 to 1 at T1 = 0.35 on
+the template's [0, 1] scale, which catches the ventricles and sulci), and GM and WM share what is
+left in their own ratio, so the three fractions sum to 1 inside the mask and to 0 outside.
+
+The template is laid out once per call on the BraTS grid (:func:`load_phantom_template`):
+240×240×155 voxels at 1 mm with the LPS-style affine ``diag(-1, -1, 1)``, or 120×120×78 at 2 mm
+with ``diag(-2, -2, 2)`` (block means of a 240×240×156 1 mm layout). The translation keeps MNI world
+coordinates: a brain voxel sits at the same world position (mm) as in the MNI file. The brain is
+centred in x and y; along z the MNI brain mask spans exactly 155 slices (it touches the bottom of
+the MNI volume), so only empty slices are cropped and no brain voxel is lost (checked when loading).
+
+Each subject (:func:`generate_phantom_subject`) is drawn from ``numpy.random.default_rng`` streams
+seeded by ``(seed, index)`` only, so a subject does not depend on how many others are generated
+except through the healthy draw (:func:`healthy_indices`: exactly ``round(n_subjects *
+healthy_fraction)`` healthy subjects, chosen by a permutation seeded by ``(seed, n_subjects)``):
+
+1. Deformation (pull-back, ``scipy.ndimage.map_coordinates`` order 1 on the tissue fractions): a
+   global scaling (isotropic 0.95–1.05 times ±2 % per axis; centred in x and y, anchored at the top
+   of the brain in z so the vertex stays on the grid), a smooth displacement field (Gaussian-weighted
+   random control points every 20 mm, 1.5–3.5 mm per-axis standard deviation, tapered to 0 at the
+   top of the brain along z) and, for tumour subjects, a radial mass effect around each tumour.
+2. Tumours (all subjects but the healthy ones): one component, or two separate ones (multi-focal,
+   20 %), centred in template white matter (world z ≥ -30 mm, cerebellum excluded, either
+   hemisphere); whole-tumour target volume log-uniform in 3–120 ml, met to within a few percent by
+   rescaling the radii. Each region is a rotated ellipsoid whose radius is modulated by smooth
+   functions of the direction (lobulation), nested as edema (outermost: a 2.5–6 mm shell around
+   the core everywhere, grown further preferentially in white matter, not into CSF or cortex) ⊇
+   tumour core ⊇ necrosis. Compositions: ``classic`` (edema,
+   enhancing rim 2–5 mm, necrotic core), ``solid_enhancing`` (no necrosis), ``non_enhancing`` (core
+   of non-enhancing tumour, label 1, no enhancing tumour). Every tumour voxel lies inside the brain
+   mask.
+3. Contrast: per modality, image = Σ tissue fraction × tissue mean (means jittered ±5 % per
+   subject), tumour classes laid over it (labelled voxels take their class mean; a soft fringe of
+   half a voxel blends the edges), a smooth texture (±6 %) in the tumour, a smooth multiplicative
+   bias field (log-field standard deviation 0.05–0.12), Rician noise (σ 1.5–3.5 % of the unit
+   mean), times a per-subject scale (0.8–1.25 × the modality's base scale). Orderings (class means
+   in :data:`CONTRAST_MEANS`): T1 WM > GM > CSF, edema darker than GM, necrosis dark; T1c as T1 with
+   enhancing tumour brightest; T2 CSF brightest, WM < GM, edema and necrosis bright; FLAIR CSF dark,
+   edema brightest, GM > WM.
+4. Output: int16 images, values in [1, ~3500] inside the brain mask and exactly 0 outside
+   (skull-stripped like BraTS); the segmentation in BraTS 2021 labels (uint8: 0 background/healthy,
+   1 NCR/NET, 2 ED, 4 ET; all zero for healthy subjects).
+
+Files are written as ``out_dir/BraTS2021_<00000>/BraTS2021_<00000>_{t1,t1ce,t2,flair,seg}.nii.gz``,
+gzip with mtime 0 (byte-identical for one seed), headers rebuilt from scratch (qform and sform code
+1, units mm, empty ``descrip``), then ``out_dir/phantom.json`` last (the completion record: config,
+grid and one entry per subject). A second call with the same config returns at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from schemas.config import PhantomConfig
+
+__all__ = [
+    "BRATS_SHAPE_1MM",
+    "CONTRAST_MEANS",
+    "FILE_SUFFIXES",
+    "GENERATOR_VERSION",
+    "PhantomSubject",
+    "PhantomTemplate",
+    "generate_phantom_subject",
+    "healthy_indices",
+    "load_phantom_template",
+    "phantom_subject_id",
+    "write_phantom_source",
+]
+
+GENERATOR_VERSION: Final[int] = 1
+"""Bumped whenever the generated bytes change for a given config; part of ``phantom.json``."""
+
+BRATS_SHAPE_1MM: Final[tuple[int, int, int]] = (240, 240, 155)
+"""The BraTS grid at 1 mm."""
+
+FILE_SUFFIXES: Final[tuple[str, ...]] = ("t1", "t1ce", "t2", "flair", "seg")
+"""BraTS 2021 file suffixes, images first, in this order."""
+
+_IMAGE_SUFFIXES: Final[tuple[str, ...]] = ("t1", "t1ce", "t2", "flair")
+_CLASSES: Final[tuple[str, ...]] = ("csf", "gm", "wm", "edema", "necrosis", "enhancing", "non_enhancing")
+
+CONTRAST_MEANS: Final[dict[str, dict[str, float]]] = {
+    # relative units; WM T1 ≈ 0.86. Non-enhancing tumour (label 1 in "non_enhancing" tumours) differs
+    # from necrosis (label 1 inside an enhancing rim).
+    suffix: dict(zip(_CLASSES, values, strict=True))
+    for suffix, values in (
+        # class:  csf   gm    wm    edema necrosis enhancing non_enhancing
+        ("t1", (0.30, 0.62, 0.86, 0.52, 0.28, 0.58, 0.45)),
+        ("t1ce", (0.30, 0.62, 0.86, 0.55, 0.30, 1.30, 0.50)),
+        ("t2", (1.35, 0.74, 0.52, 0.98, 1.10, 0.85, 0.95)),
+        ("flair", (0.22, 0.78, 0.62, 1.35, 0.85, 1.00, 1.10)),
+    )
+}
+"""Per-modality tissue/tumour class means before the per-subject jitter (±5 %) and scale."""
+
+_BASE_SCALE: Final[dict[str, float]] = {"t1": 1400.0, "t1ce": 1500.0, "t2": 1700.0, "flair": 1100.0}
+_MEAN_JITTER: Final[float] = 0.05
+
+_SEED_TAG_SUBJECT: Final[int] = 0x5B1EC7
+_SEED_TAG_HEALTHY: Final[int] = 0x4EA17F
+
+_GZIP_LEVEL: Final[int] = 1
+_RECORD_NAME: Final[str] = "phantom.json"
+_ID_PREFIX: Final[str] = "BraTS2021_"
+_ID_RE: Final[re.Pattern[str]] = re.compile(r"^BraTS2021_\d{5}$")
+
+# deformation
+_DISP_SPACING_MM: Final[float] = 20.0
+_DISP_STD_MM: Final[tuple[float, float]] = (1.5, 3.5)
+_TOP_TAPER_MM: Final[float] = 20.0
+_BOX_MARGIN_MM: Final[float] = 10.0
+# tumours
+_WT_VOLUME_ML: Final[tuple[float, float]] = (3.0, 120.0)
+_MULTIFOCAL_P: Final[float] = 0.2
+_COMPOSITIONS: Final[tuple[str, ...]] = ("classic", "solid_enhancing", "non_enhancing")
+_COMPOSITION_P: Final[tuple[float, ...]] = (0.55, 0.2, 0.25)
+_CENTRE_MIN_WM: Final[float] = 0.6
+
+Composition = Literal["classic", "solid_enhancing", "non_enhancing"]
+
+
+# --------------------------------------------------------------------------------------------------
+# template
+
+
+@dataclass(frozen=True, eq=False)
+class PhantomTemplate:
+    """The MNI152 tissue model laid out on the BraTS grid at ``voxel_size_mm``.
+
+    ``csf``, ``gm`` and ``wm`` are float32 tissue fractions on the grid (summing to the brain
+    fraction ``brain``, which is 0/1 at 1 mm and a block mean at 2 mm). ``source_brain_voxels`` is the
+    number of brain voxels in the MNI mask; ``grid_brain_voxels_1mm`` the number that landed on the
+    grid (``brain.sum() * voxel_size_mm**3``): they are equal.
+    """
+
+    voxel_size_mm: float
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    csf: np.ndarray
+    gm: np.ndarray
+    wm: np.ndarray
+    brain: np.ndarray
+    source_brain_voxels: int
+    grid_brain_voxels_1mm: float
+    box: tuple[slice, slice, slice]
+    brain_top: int
+    brain_centre: tuple[float, float, float]
+    centre_candidates: np.ndarray
+    centre_depth_mm: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Binary brain mask on the grid (brain fraction ≥ 0.5)."""
+        return self.brain >= 0.5
+
+
+def _mni_arrays() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    from nilearn import datasets  # heavy import, only when a template is built
+
+    t1_img = datasets.load_mni152_template(resolution=1)
+    maps = {
+        "t1": t1_img.get_fdata(dtype=np.float32),
+        "gm": datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32),
+        "wm": datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32),
+        "mask": (datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0).astype(np.float32),
+    }
+    affine = np.asarray(t1_img.affine, dtype=np.float64)
+    expected = np.diag([1.0, 1.0, 1.0, 1.0])
+    if not np.allclose(affine[:3, :3], expected[:3, :3]):
+        raise RuntimeError(f"MNI152 template: expected a 1 mm axis-aligned affine, found {affine.tolist()}")
+    return maps, affine
+
+
+def _mni_tissue(maps: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSF/GM/WM fractions summing to the (binary) brain mask."""
+    mask = maps["mask"]
+    gm = np.clip(maps["gm"], 0.0, 1.0) * mask
+    wm = np.clip(maps["wm"], 0.0, 1.0) * mask
+    dark = np.clip((np.float32(0.50) - maps["t1"]) / np.float32(0.15), 0.0, 1.0)
+    csf = np.maximum(np.clip(mask - gm - wm, 0.0, 1.0), dark) * mask
+    rest = mask - csf
+    gw = gm + wm
+    share = np.divide(rest, gw, out=np.zeros_like(gw), where=gw > 1e-6)
+    gm = (gm * share).astype(np.float32)
+    wm = (wm * share).astype(np.float32)
+    csf = (mask - gm - wm).astype(np.float32)
+    csf = np.clip(csf, 0.0, 1.0).astype(np.float32)
+    return csf, gm, wm, mask.astype(np.float32)
+
+
+def _layout_indices(extent: tuple[int, int], source_size: int, grid_size: int, flip: bool) -> tuple[int, np.ndarray]:
+    """Source index for every grid index along one axis (-1 where outside the source); the offset."""
+    lo, hi = extent
+    n = hi - lo + 1
+    if n > grid_size:
+        raise RuntimeError(f"MNI152 brain extent of {n} voxels does not fit a grid axis of {grid_size} voxels")
+    start = (grid_size - n) // 2
+    grid = np.arange(grid_size)
+    if flip:  # grid index start ↔ source index hi
+        offset = start + hi
+        src = offset - grid
+    else:
+        offset = lo - start
+        src = grid + offset
+    src = np.where((src >= 0) & (src < source_size), src, -1)
+    return offset, src
+
+
+def load_phantom_template(voxel_size_mm: float = 1.0) -> PhantomTemplate:
+    """Build the phantom's tissue model on the BraTS grid (1.0 mm: 240×240×155; 2.0 mm: 120×120×78).
+
+    Raises ``ValueError`` for another voxel size and ``RuntimeError`` if the packaged MNI brain does
+    not fit the grid without losing brain voxels.
+    """
+    if voxel_size_mm not in (1.0, 2.0):
+        raise ValueError(f"voxel_size_mm: valid choices are 1.0 or 2.0, received {voxel_size_mm!r}")
+    factor = int(voxel_size_mm)
+    fine_shape = (BRATS_SHAPE_1MM[0], BRATS_SHAPE_1MM[1], factor * math.ceil(BRATS_SHAPE_1MM[2] / factor))
+    maps, mni_affine = _mni_arrays()
+    csf, gm, wm, mask = _mni_tissue(maps)
+    source_brain_voxels = int(mask.sum(dtype=np.float64))
+
+    nz = np.argwhere(mask > 0)
+    lo, hi = nz.min(axis=0), nz.max(axis=0)
+    flips = (True, True, False)
+    offsets: list[int] = []
+    indices: list[np.ndarray] = []
+    for axis in range(3):
+        off, src = _layout_indices((int(lo[axis]), int(hi[axis])), mask.shape[axis], fine_shape[axis], flips[axis])
+        offsets.append(off)
+        indices.append(src)
+    # affine of the fine 1 mm grid: world = mni_origin + source index; source = offset ∓ grid index
+    origin = mni_affine[:3, 3]
+    fine_affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    fine_affine[0, 3] = origin[0] + offsets[0]
+    fine_affine[1, 3] = origin[1] + offsets[1]
+    fine_affine[2, 3] = origin[2] + offsets[2]
+
+    valid = [np.flatnonzero(src >= 0) for src in indices]
+    sel_grid = np.ix_(*valid)
+    sel_src = np.ix_(*(indices[a][valid[a]] for a in range(3)))
+
+    def lay(volume: np.ndarray) -> np.ndarray:
+        out = np.zeros(fine_shape, dtype=np.float32)
+        out[sel_grid] = volume[sel_src]
+        if factor == 1:
+            return out
+        s = out.shape
+        return (
+            out.reshape(s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor)
+            .mean(axis=(1, 3, 5), dtype=np.float32)
+            .astype(np.float32)
+        )
+
+    csf_g, gm_g, wm_g, brain_g = lay(csf), lay(gm), lay(wm), lay(mask)
+    grid_brain = float(brain_g.sum(dtype=np.float64)) * factor**3
+    if abs(grid_brain - source_brain_voxels) > 0.5:
+        raise RuntimeError(
+            f"MNI152 brain does not fit the BraTS grid: {source_brain_voxels} brain voxels in the template, "
+            f"{grid_brain:.0f} on the grid"
+        )
+    affine = fine_affine.copy()
+    affine[:3, :3] *= factor
+    # centre of the block (f fine voxels) = fine centre of its first voxel + (f-1)/2 fine steps
+    affine[:3, 3] = fine_affine[:3, 3] + fine_affine[:3, :3] @ np.full(3, (factor - 1) / 2.0)
+
+    shape = tuple(int(v) for v in brain_g.shape)
+    mask_g = brain_g >= 0.5
+    nzg = np.argwhere(brain_g > 0)
+    glo, ghi = nzg.min(axis=0), nzg.max(axis=0)
+    margin = int(math.ceil(_BOX_MARGIN_MM / voxel_size_mm))
+    box = tuple(slice(max(0, int(glo[a]) - margin), min(shape[a], int(ghi[a]) + margin + 1)) for a in range(3))
+    centre = tuple(float((glo[a] + ghi[a]) / 2.0) for a in range(3))
+
+    # tumour centre candidates: white matter, supratentorial, with their depth inside the brain (mm)
+    step = 2 if factor == 1 else 1
+    depth_coarse = ndimage.distance_transform_edt(mask_g[::step, ::step, ::step], sampling=voxel_size_mm * step)
+    cand = np.argwhere((wm_g >= _CENTRE_MIN_WM) & mask_g)
+    world = cand @ affine[:3, :3].T + affine[:3, 3]
+    keep = (world[:, 2] >= -30.0) & ~((world[:, 1] < -40.0) & (world[:, 2] < -5.0))
+    cand = cand[keep]
+    depth = depth_coarse[tuple((cand // step).T)].astype(np.float32)
+    return PhantomTemplate(
+        voxel_size_mm=float(voxel_size_mm),
+        shape=shape,  # type: ignore[arg-type]
+        affine=affine,
+        csf=csf_g,
+        gm=gm_g,
+        wm=wm_g,
+        brain=brain_g,
+        source_brain_voxels=source_brain_voxels,
+        grid_brain_voxels_1mm=grid_brain,
+        box=box,  # type: ignore[arg-type]
+        brain_top=int(ghi[2]),
+        brain_centre=centre,  # type: ignore[arg-type]
+        centre_candidates=cand.astype(np.int32),
+        centre_depth_mm=depth,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# random smooth fields
+
+
+def _axis_weights(size: int, spacing: float) -> tuple[np.ndarray, float]:
+    """Row-normalized Gaussian weights from ``size`` samples to control points every ``spacing``."""
+    spacing = max(float(spacing), 1.0)
+    n_ctrl = int(math.ceil((size - 1 + 2 * spacing) / spacing)) + 1
+    centres = np.linspace(-spacing, size - 1 + spacing, n_ctrl)
+    x = np.arange(size, dtype=np.float64)[:, None]
+    w = np.exp(-0.5 * ((x - centres[None, :]) / spacing) ** 2)
+    w /= w.sum(axis=1, keepdims=True)
+    var = float(np.mean(np.sum(w * w, axis=1)))
+    return w.astype(np.float32), var
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], spacing_vox: float) -> np.ndarray:
+    """A smooth random field (float32, about unit standard deviation) with correlation ~``spacing_vox``."""
+    wx, vx = _axis_weights(shape[0], spacing_vox)
+    wy, vy = _axis_weights(shape[1], spacing_vox)
+    wz, vz = _axis_weights(shape[2], spacing_vox)
+    coef = rng.standard_normal((wx.shape[1], wy.shape[1], wz.shape[1]), dtype=np.float32)
+    a = np.einsum("ia,abc->ibc", wx, coef)
+    b = np.einsum("jb,ibc->ijc", wy, a)
+    field = (b.reshape(-1, wz.shape[1]) @ wz.T).reshape(shape)
+    field *= np.float32(1.0 / math.sqrt(vx * vy * vz))
+    return field
+
+
+# --------------------------------------------------------------------------------------------------
+# subjects
+
+
+def phantom_subject_id(index: int) -> str:
+    """``BraTS2021_<5-digit index>``."""
+    if not isinstance(index, int) or index < 0 or index > 99999:
+        raise ValueError(f"index: expected an integer in [0, 99999], received {index!r}")
+    return f"{_ID_PREFIX}{index:05d}"
+
+
+def healthy_indices(config: PhantomConfig) -> frozenset[int]:
+    """Indices of the healthy subjects: exactly ``round(n_subjects * healthy_fraction)`` of them.
+
+    ``round`` is Python's (half to even). The choice is a permutation seeded by ``(seed, n_subjects)``.
+    """
+    n_healthy = round(config.n_subjects * config.healthy_fraction)
+    rng = np.random.default_rng([_SEED_TAG_HEALTHY, config.seed, config.n_subjects])
+    order = rng.permutation(config.n_subjects)
+    return frozenset(int(i) for i in order[:n_healthy])
+
+
+@dataclass(frozen=True)
+class _Component:
+    centre: np.ndarray  # output grid index (float)
+    radius_mm: float  # whole tumour
+    core_ratio: float  # core radius / whole radius
+    rim_mm: float
+    edema_margin_mm: float
+    rotation: np.ndarray
+    axes: np.ndarray
+    lobes_edema: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    lobes_core: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    mass_amp: float
+    target_ml: float
+
+
+@dataclass(frozen=True, eq=False)
+class PhantomSubject:
+    """One generated subject on the template grid.
+
+    ``images`` maps the BraTS suffixes ``t1, t1ce, t2, flair`` to int16 volumes; ``seg`` holds the
+    BraTS 2021 labels (uint8); ``tissue`` the subject's healthy CSF/GM/WM fractions (float32, shape
+    ``(3, *grid)``, before the tumour was laid over them; ``None`` unless asked for); ``brain_mask``
+    the deformed brain mask (where the images are non-zero). ``volumes_ml`` maps ``"1"``, ``"2"``,
+    ``"4"`` to the labelled volumes.
+    """
+
+    subject_id: str
+    index: int
+    healthy: bool
+    composition: str | None
+    affine: np.ndarray
+    images: dict[str, np.ndarray]
+    seg: np.ndarray
+    brain_mask: np.ndarray
+    tissue: np.ndarray | None
+    volumes_ml: dict[str, float]
+    n_components: int
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))[None, :]
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _random_lobes(rng: np.random.Generator, total_amp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    k = 6
+    dirs = rng.standard_normal((k, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    freq = rng.integers(1, 4, size=k).astype(np.float64) * math.pi
+    phase = rng.uniform(0.0, 2 * math.pi, size=k)
+    amp = rng.uniform(0.3, 1.0, size=k)
+    amp *= total_amp / amp.sum()
+    return dirs, freq, phase, amp
+
+
+def _plan_tumours(
+    rng: np.random.Generator, template: PhantomTemplate, scale: np.ndarray
+) -> tuple[Composition, list[_Component]]:
+    pick = int(rng.choice(len(_COMPOSITIONS), p=_COMPOSITION_P))
+    composition: Composition = _COMPOSITIONS[pick]  # type: ignore[assignment]
+    target = float(math.exp(rng.uniform(math.log(_WT_VOLUME_ML[0]), math.log(_WT_VOLUME_ML[1]))))
+    n_comp = 2 if rng.random() < _MULTIFOCAL_P else 1
+    if n_comp == 1:
+        shares = [1.0]
+    else:
+        first = float(rng.uniform(0.5, 0.7))
+        shares = [first, 1.0 - first]
+    if composition == "classic":
+        core_vol_ratio = rng.uniform(0.2, 0.55)
+    elif composition == "solid_enhancing":
+        core_vol_ratio = rng.uniform(0.12, 0.4)
+    else:
+        core_vol_ratio = rng.uniform(0.1, 0.5)
+    core_ratio = float(core_vol_ratio ** (1.0 / 3.0))
+    rim = float(rng.uniform(2.0, 5.0))
+    vox = template.voxel_size_mm
+    anchor = np.array([template.brain_centre[0], template.brain_centre[1], float(template.brain_top)])
+    cands = template.centre_candidates
+    depth = template.centre_depth_mm
+    world_x = cands[:, 0] * template.affine[0, 0] + template.affine[0, 3]
+    components: list[_Component] = []
+    for share in shares:
+        vol = target * share
+        radius = (3.0 * vol * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+        need = min(radius * core_ratio + 3.0, 30.0)
+        hemi = rng.random() < 0.5
+        side = (world_x < 0) if hemi else (world_x >= 0)
+        ok = side & (depth >= need)
+        for comp in components:  # keep components apart: separate connected components
+            dist = np.linalg.norm((cands - comp.centre) * vox, axis=1)
+            ok &= dist >= 1.45 * (radius + comp.radius_mm) + 2 * vox
+        pool = np.flatnonzero(ok)
+        if pool.size == 0:
+            if components:
+                break  # no room for a second focus: single component
+            pool = np.flatnonzero(side)
+            pool = pool[np.argsort(depth[pool])[-max(1, pool.size // 50) :]]
+        centre_t = cands[int(pool[rng.integers(pool.size)])].astype(np.float64)
+        centre_t = centre_t + rng.uniform(-0.5, 0.5, size=3)
+        centre_o = anchor + (centre_t - anchor) * scale  # template → output under the global scaling
+        axes = np.exp(rng.normal(0.0, 0.15, size=3))
+        axes /= float(np.prod(axes) ** (1.0 / 3.0))
+        components.append(
+            _Component(
+                centre=centre_o,
+                radius_mm=radius,
+                core_ratio=core_ratio,
+                rim_mm=rim,
+                edema_margin_mm=float(rng.uniform(2.5, 6.0)),
+                rotation=_random_rotation(rng),
+                axes=axes,
+                lobes_edema=_random_lobes(rng, float(rng.uniform(0.15, 0.35))),
+                lobes_core=_random_lobes(rng, float(rng.uniform(0.08, 0.22))),
+                mass_amp=float(rng.uniform(0.15, 0.45)) * min(1.0, max(0.2, radius * core_ratio / 15.0)),
+                target_ml=vol,
+            )
+        )
+    return composition, components
+
+
+def _lobe_modulation(unit: np.ndarray, lobes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    dirs, freq, phase, amp = lobes
+    proj = unit @ dirs.T.astype(np.float32)  # (..., k)
+    return np.cos(proj * freq.astype(np.float32) + phase.astype(np.float32)) @ amp.astype(np.float32)
+
+
+def _component_fractions(
+    comp: _Component,
+    radius_mm: float,
+    composition: Composition,
+    box_shape: tuple[int, int, int],
+    box_start: np.ndarray,
+    vox: float,
+) -> tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Soft fractions of one component inside its sub-box: whole tumour (before the white-matter
+    affinity), the edema guard around the core (kept whatever the affinity), core, necrosis."""
+    outer = max(radius_mm * 1.4, radius_mm * comp.core_ratio * 1.25 + comp.edema_margin_mm)
+    reach = outer * float(comp.axes.max()) + 2 * vox
+    c_local = comp.centre - box_start
+    lo = np.maximum(np.floor(c_local - reach / vox).astype(int), 0)
+    hi = np.minimum(np.ceil(c_local + reach / vox).astype(int) + 1, np.array(box_shape))
+    sub = tuple(slice(int(lo[a]), int(max(hi[a], lo[a]))) for a in range(3))
+    grids = np.meshgrid(
+        *(
+            (np.arange(sub[a].start, sub[a].stop, dtype=np.float32) - np.float32(c_local[a])) * np.float32(vox)
+            for a in range(3)
+        ),
+        indexing="ij",
+    )
+    rel = np.stack(grids, axis=-1)  # (..., 3) mm
+    u = (rel @ comp.rotation.astype(np.float32)) / comp.axes.astype(np.float32)
+    r = np.sqrt(np.sum(u * u, axis=-1))
+    unit = u / np.maximum(r, np.float32(1e-3))[..., None]
+    inv_vox = np.float32(1.0 / vox)
+
+    def frac(sd: np.ndarray) -> np.ndarray:
+        return np.clip(np.float32(0.5) - sd * inv_vox, 0.0, 1.0).astype(np.float32)
+
+    mod_e = _lobe_modulation(unit, comp.lobes_edema)
+    mod_c = _lobe_modulation(unit, comp.lobes_core)
+    r_core = radius_mm * comp.core_ratio
+    f_wt = frac(r - np.float32(radius_mm) * (1 + mod_e))
+    f_tc = frac(r - np.float32(r_core) * (1 + mod_c))
+    f_guard = frac(r - np.float32(r_core) * (1 + mod_c) - np.float32(comp.edema_margin_mm))
+    r_nec = r_core - comp.rim_mm
+    if composition == "classic" and r_nec >= 1.5 * vox:
+        f_n = frac(r - np.float32(r_nec) * (1 + mod_c))
+    else:
+        f_n = np.zeros_like(f_tc)
+    return sub, f_wt, f_guard, f_tc, f_n  # type: ignore[return-value]
+
+
+def _main_component(wt: np.ndarray, tc: np.ndarray) -> np.ndarray | None:
+    """Where to keep a component's fractions (``None``: everywhere). Islands cut off by the
+    white-matter affinity or the brain boundary are dropped: the labelled region holding the most
+    core (else the largest) is kept, with its one-voxel soft fringe."""
+    labels, n = ndimage.label(wt >= 0.5, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return None
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    core = np.bincount(labels.ravel(), weights=(tc >= 0.5).ravel(), minlength=n + 1)[1:]
+    best = int(np.argmax(core)) if core.max() > 0 else int(np.argmax(sizes))
+    return ndimage.binary_dilation(labels == best + 1, structure=np.ones((3, 3, 3), dtype=bool))
+
+
+def _tumour_maps(
+    components: list[_Component],
+    composition: Composition,
+    p_gm: np.ndarray,
+    p_wm: np.ndarray,
+    mask: np.ndarray,
+    box_start: np.ndarray,
+    vox: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Box-level fractions (whole tumour incl. edema affinity, core, necrosis), zero outside the mask."""
+    shape = mask.shape
+    f_wt = np.zeros(shape, dtype=np.float32)
+    f_tc = np.zeros(shape, dtype=np.float32)
+    f_n = np.zeros(shape, dtype=np.float32)
+    voxel_ml = vox**3 / 1000.0
+    for comp in components:
+        radius = comp.radius_mm
+        for _ in range(3):  # meet the target whole-tumour volume
+            sub, wt, guard, tc, n = _component_fractions(comp, radius, composition, shape, box_start, vox)
+            m = mask[sub]
+            affinity = np.clip(np.float32(1.6) * (p_wm[sub] + np.float32(0.35) * p_gm[sub]) - np.float32(0.3), 0.0, 1.0)
+            wt = np.maximum(guard, wt * affinity) * m
+            tc = tc * m
+            n = n * m
+            keep = _main_component(wt, tc)
+            if keep is not None:
+                wt, tc, n = wt * keep, tc * keep, n * keep
+            vol = float(np.count_nonzero(wt >= 0.5)) * voxel_ml
+            ratio = comp.target_ml / max(vol, voxel_ml)
+            if 0.93 <= ratio <= 1.07:
+                break
+            radius *= float(np.clip(ratio, 0.5, 2.0)) ** (1.0 / 3.0)
+        np.maximum(f_wt[sub], wt, out=f_wt[sub])
+        np.maximum(f_tc[sub], tc, out=f_tc[sub])
+        np.maximum(f_n[sub], n, out=f_n[sub])
+    return f_wt, f_tc, f_n
+
+
+def _deformation_coords(
+    rng: np.random.Generator,
+    template: PhantomTemplate,
+    scale: np.ndarray,
+    components: list[_Component],
+) -> np.ndarray:
+    """Template grid coordinates (3, *box) sampled by each output voxel of the working box."""
+    box = template.box
+    box_shape = tuple(s.stop - s.start for s in box)
+    vox = template.voxel_size_mm
+    anchor = np.array([template.brain_centre[0], template.brain_centre[1], float(template.brain_top)])
+    coords = np.empty((3, *box_shape), dtype=np.float32)
+    disp_std = rng.uniform(_DISP_STD_MM[0], _DISP_STD_MM[1], size=3) / vox
+    k = np.arange(box[2].start, box[2].stop, dtype=np.float32)
+    taper = np.clip((np.float32(template.brain_top) - k) / np.float32(_TOP_TAPER_MM / vox), 0.0, 1.0)
+    for axis in range(3):
+        field = _smooth_field(rng, box_shape, _DISP_SPACING_MM / vox)
+        field *= np.float32(disp_std[axis])
+        if axis == 2:
+            field *= taper[None, None, :]
+        g = np.arange(box[axis].start, box[axis].stop, dtype=np.float64)
+        ramp = (anchor[axis] + (g - anchor[axis]) / scale[axis]).astype(np.float32)
+        shp = [1, 1, 1]
+        shp[axis] = -1
+        field += ramp.reshape(shp)
+        coords[axis] = field
+    box_start = np.array([s.start for s in box], dtype=np.float64)
+    for comp in components:  # radial mass effect: tissue pushed away from each tumour centre
+        width = (0.8 * comp.radius_mm * comp.core_ratio + 6.0) / vox
+        c_local = comp.centre - box_start
+        lo = np.maximum(np.floor(c_local - 3 * width).astype(int), 0)
+        hi = np.minimum(np.ceil(c_local + 3 * width).astype(int) + 1, np.array(box_shape))
+        if np.any(hi <= lo):
+            continue
+        sub = tuple(slice(int(lo[a]), int(hi[a])) for a in range(3))
+        rel = [
+            (np.arange(lo[a], hi[a], dtype=np.float32) - np.float32(c_local[a])).reshape(
+                [-1 if b == a else 1 for b in range(3)]
+            )
+            for a in range(3)
+        ]
+        r2 = rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2
+        m = np.float32(comp.mass_amp) * np.exp(r2 * np.float32(-0.5 / width**2))
+        for axis in range(3):
+            coords[axis][sub] -= rel[axis] * m / np.float32(scale[axis])
+    return coords
+
+
+def generate_phantom_subject(
+    template: PhantomTemplate, config: PhantomConfig, index: int, *, with_tissue: bool = False
+) -> PhantomSubject:
+    """Generate subject ``index`` of the phantom described by ``config`` (deterministic).
+
+    ``template`` must come from :func:`load_phantom_template` at ``config.voxel_size_mm``. With
+    ``with_tissue`` the subject's healthy CSF/GM/WM fractions are returned too (the ground truth of
+    the anatomy; three float32 volumes).
+    """
+    if not isinstance(config, PhantomConfig):
+        raise ValueError(f"config: expected a PhantomConfig, received {type(config).__name__}")
+    if not isinstance(template, PhantomTemplate) or template.voxel_size_mm != config.voxel_size_mm:
+        got = template.voxel_size_mm if isinstance(template, PhantomTemplate) else type(template).__name__
+        raise ValueError(
+            f"template: expected a PhantomTemplate at voxel_size_mm={config.voxel_size_mm}, received {got}"
+        )
+    if not isinstance(index, int) or not 0 <= index < config.n_subjects:
+        raise ValueError(f"index: expected an integer in [0, {config.n_subjects - 1}], received {index!r}")
+    healthy = index in healthy_indices(config)
+    rng_anat, rng_tumour, rng_contrast, rng_noise = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([_SEED_TAG_SUBJECT, config.seed, index]).spawn(4)
+    )
+    vox = template.voxel_size_mm
+    box = template.box
+    box_shape = tuple(s.stop - s.start for s in box)
+    box_start = np.array([s.start for s in box], dtype=np.float64)
+
+    scale = rng_anat.uniform(0.95, 1.05) * rng_anat.uniform(0.98, 1.02, size=3)
+    composition: Composition | None = None
+    components: list[_Component] = []
+    if not healthy:
+        composition, components = _plan_tumours(rng_tumour, template, scale)
+    coords = _deformation_coords(rng_anat, template, scale, components)
+
+    def warp(volume: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(
+            volume, coords, order=1, mode="constant", cval=0.0, output=np.float32, prefilter=False
+        )
+
+    p_csf, p_gm, p_wm = warp(template.csf), warp(template.gm), warp(template.wm)
+    del coords
+    total = p_csf + p_gm + p_wm
+    mask = total >= 0.5
+    inv = np.divide(np.float32(1.0), total, out=np.zeros_like(total), where=mask)
+    p_csf *= inv
+    p_gm *= inv
+    p_wm *= inv
+    del total, inv
+
+    idx = np.flatnonzero(mask)
+    pv = {"csf": p_csf.ravel()[idx], "gm": p_gm.ravel()[idx], "wm": p_wm.ravel()[idx]}
+
+    seg_v = np.zeros(idx.size, dtype=np.uint8)
+    tumour_sel = np.empty(0, dtype=np.int64)
+    f_wt_v = f_tc_v = f_n_v = np.empty(0, dtype=np.float32)
+    tex_v = np.empty(0, dtype=np.float32)
+    if composition is not None and components:
+        f_wt, f_tc, f_n = _tumour_maps(components, composition, p_gm, p_wm, mask, box_start, vox)
+        fw = f_wt.ravel()[idx]
+        tumour_sel = np.flatnonzero(fw > 0)
+        t_idx = idx[tumour_sel]
+        f_wt_v = fw[tumour_sel]
+        f_tc_v = f_tc.ravel()[t_idx]
+        f_n_v = f_n.ravel()[t_idx]
+        del f_wt, f_tc, f_n
+        core_label = 1 if composition == "non_enhancing" else 4
+        seg_t = np.zeros(tumour_sel.size, dtype=np.uint8)
+        seg_t[f_wt_v >= 0.5] = 2
+        seg_t[f_tc_v >= 0.5] = core_label
+        seg_t[f_n_v >= 0.5] = 1
+        seg_v[tumour_sel] = seg_t
+        # tumour texture: one smooth field over the tumour's bounding box
+        pos = np.unravel_index(t_idx, box_shape)
+        lo = [int(p.min()) for p in pos]
+        hi = [int(p.max()) + 1 for p in pos]
+        tex_box = _smooth_field(rng_tumour, tuple(h - l for l, h in zip(lo, hi, strict=True)), 6.0 / vox)
+        tex_v = tex_box[tuple(p - l for p, l in zip(pos, lo, strict=True))]
+    tissue_full: np.ndarray | None = None
+    if with_tissue:
+        tissue_full = np.zeros((3, *template.shape), dtype=np.float32)
+        for c, p in enumerate((p_csf, p_gm, p_wm)):
+            tissue_full[c][box] = p
+    del p_csf, p_gm, p_wm
+
+    bias_spacing = 50.0 / vox
+    images: dict[str, np.ndarray] = {}
+    for suffix in _IMAGE_SUFFIXES:
+        table = CONTRAST_MEANS[suffix]
+        mu = {c: np.float32(table[c] * rng_contrast.uniform(1 - _MEAN_JITTER, 1 + _MEAN_JITTER)) for c in _CLASSES}
+        gain = np.float32(_BASE_SCALE[suffix] * rng_contrast.uniform(0.8, 1.25))
+        bias_std = np.float32(rng_contrast.uniform(0.05, 0.12))
+        sigma = np.float32(rng_contrast.uniform(0.015, 0.035))
+        tex_amp = np.float32(rng_contrast.uniform(0.03, 0.06))
+        bias = _smooth_field(rng_contrast, box_shape, bias_spacing).ravel()[idx]
+        val = pv["csf"] * mu["csf"] + pv["gm"] * mu["gm"] + pv["wm"] * mu["wm"]
+        if tumour_sel.size:
+            tex = np.float32(1.0) + tex_amp * tex_v
+            core_mu = mu["non_enhancing"] if composition == "non_enhancing" else mu["enhancing"]
+            v = val[tumour_sel]
+            w1 = np.clip(np.float32(2.0) * f_wt_v, 0.0, 1.0)
+            v = v + w1 * (mu["edema"] * tex - v)
+            w2 = np.where(f_tc_v >= 0.5, np.float32(1.0), np.float32(0.5) * f_tc_v)
+            v = v + w2 * (core_mu * tex - v)
+            w3 = np.where(f_n_v >= 0.5, np.float32(1.0), np.float32(0.5) * f_n_v)
+            v = v + w3 * (mu["necrosis"] * tex - v)
+            val[tumour_sel] = v
+        val *= np.exp(bias * bias_std)
+        n1 = rng_noise.standard_normal(idx.size, dtype=np.float32)
+        n2 = rng_noise.standard_normal(idx.size, dtype=np.float32)
+        n1 *= sigma
+        n1 += val
+        n2 *= sigma
+        val = np.sqrt(n1 * n1 + n2 * n2) * gain
+        out_box = np.zeros(box_shape, dtype=np.int16)
+        out_box.ravel()[idx] = np.clip(np.rint(val), 1, np.iinfo(np.int16).max).astype(np.int16)
+        full = np.zeros(template.shape, dtype=np.int16)
+        full[box] = out_box
+        images[suffix] = full
+
+    seg_box = np.zeros(box_shape, dtype=np.uint8)
+    seg_box.ravel()[idx] = seg_v
+    seg = np.zeros(template.shape, dtype=np.uint8)
+    seg[box] = seg_box
+    mask_full = np.zeros(template.shape, dtype=bool)
+    mask_full[box] = mask
+    voxel_ml = vox**3 / 1000.0
+    counts = np.bincount(seg_v, minlength=5)
+    volumes = {str(lab): round(float(counts[lab]) * voxel_ml, 3) for lab in (1, 2, 4)}
+    n_components = 0
+    if tumour_sel.size and counts[1:].sum() > 0:
+        nzs = np.argwhere(seg_box > 0)
+        lo3, hi3 = nzs.min(axis=0), nzs.max(axis=0) + 1
+        crop = seg_box[lo3[0] : hi3[0], lo3[1] : hi3[1], lo3[2] : hi3[2]] > 0
+        n_components = int(ndimage.label(crop, structure=np.ones((3, 3, 3), dtype=bool))[1])
+    return PhantomSubject(
+        subject_id=phantom_subject_id(index),
+        index=index,
+        healthy=healthy,
+        composition=composition,
+        affine=template.affine.copy(),
+        images=images,
+        seg=seg,
+        brain_mask=mask_full,
+        tissue=tissue_full,
+        volumes_ml=volumes,
+        n_components=n_components,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _nifti_gz(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """NIfTI-1 bytes with a header built from scratch, gzip-compressed with mtime 0."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(data.dtype)
+    img = nib.Nifti1Image(data, affine, header)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    hdr = img.header
+    hdr.set_xyzt_units(xyz="mm")
+    hdr["descrip"] = b""
+    hdr["aux_file"] = b""
+    hdr["intent_name"] = b""
+    hdr["db_name"] = b""
+    hdr["scl_slope"] = 1.0
+    hdr["scl_inter"] = 0.0
+    return gzip.compress(img.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0)
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(payload)
+    os.replace(tmp, path)
+
+
+def _subject_files(out_dir: Path, subject_id: str) -> list[Path]:
+    return [out_dir / subject_id / f"{subject_id}_{suffix}.nii.gz" for suffix in FILE_SUFFIXES]
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _record_is_current(record: dict[str, Any] | None, config: PhantomConfig, out_dir: Path) -> bool:
+    if record is None or record.get("config") != config.model_dump(mode="json"):
+        return False
+    if record.get("generator_version") != GENERATOR_VERSION:
+        return False
+    subjects = record.get("subjects")
+    if not isinstance(subjects, list) or len(subjects) != config.n_subjects:
+        return False
+    return all(p.is_file() for i in range(config.n_subjects) for p in _subject_files(out_dir, phantom_subject_id(i)))
+
+
+def write_phantom_source(
+    out_dir: Path, config: PhantomConfig, *, template: PhantomTemplate | None = None
+) -> Path:
+    """Write the phantom dataset in BraTS 2021 layout under ``out_dir`` and return ``out_dir``.
+
+    Idempotent: when ``out_dir/phantom.json`` already records the same config (and generator
+    version) and every file it lists exists, nothing is written. Otherwise ``phantom.json`` is removed
+    first, every subject is (re)written atomically, subject folders listed by an older record but no
+    longer part of the dataset are removed, and ``phantom.json`` is written last. ``template`` (from
+    :func:`load_phantom_template` at ``config.voxel_size_mm``) saves reloading the MNI template.
+    """
+    if not isinstance(config, PhantomConfig):
+        raise ValueError(f"config: expected a PhantomConfig, received {type(config).__name__}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir: expected a folder, received the file {str(out_dir)!r}")
+    record_path = out_dir / _RECORD_NAME
+    old = _read_record(record_path)
+    if _record_is_current(old, config, out_dir):
+        return out_dir
+    if template is None:
+        template = load_phantom_template(config.voxel_size_mm)
+    elif not isinstance(template, PhantomTemplate) or template.voxel_size_mm != config.voxel_size_mm:
+        got = template.voxel_size_mm if isinstance(template, PhantomTemplate) else type(template).__name__
+        raise ValueError(
+            f"template: expected a PhantomTemplate at voxel_size_mm={config.voxel_size_mm}, received {got}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if record_path.exists():
+        record_path.unlink()
+
+    entries: list[dict[str, Any]] = []
+    for index in range(config.n_subjects):
+        subject = generate_phantom_subject(template, config, index)
+        files = _subject_files(out_dir, subject.subject_id)
+        files[0].parent.mkdir(exist_ok=True)
+        volumes = [subject.images[s] for s in _IMAGE_SUFFIXES] + [subject.seg]
+        for path, volume in zip(files, volumes, strict=True):
+            _write_atomic(path, _nifti_gz(volume, subject.affine))
+        entries.append(
+            {
+                "id": subject.subject_id,
+                "healthy": subject.healthy,
+                "composition": subject.composition,
+                "n_components": subject.n_components,
+                "tumour_volumes_ml": subject.volumes_ml,
+            }
+        )
+
+    current = {e["id"] for e in entries}
+    for item in (old or {}).get("subjects", []) if isinstance((old or {}).get("subjects"), list) else []:
+        sid = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(sid, str) or not _ID_RE.match(sid) or sid in current:
+            continue
+        for path in _subject_files(out_dir, sid):
+            path.unlink(missing_ok=True)
+        try:
+            (out_dir / sid).rmdir()
+        except OSError:
+            pass  # not empty: something else lives there; leave it
+
+    record = {
+        "format": "BraTS2021",
+        "generator": "synth_core.ingest.converters.phantom",
+        "generator_version": GENERATOR_VERSION,
+        "config": config.model_dump(mode="json"),
+        "grid": {
+            "shape": list(template.shape),
+            "voxel_size_mm": template.voxel_size_mm,
+            "affine": template.affine.tolist(),
+        },
+        "labels": {"0": "background/healthy", "1": "NCR/NET", "2": "ED", "4": "ET"},
+        "subjects": entries,
+    }
+    _write_atomic(record_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    return out_dir
