@@ -88,6 +88,7 @@ def ingest(
         console.print(f"[red]invalid parameters:[/red]\n{exc}")
         raise typer.Exit(2) from None
     from flows.ingest import ingest as ingest_flow
+    from synth_core.storage import StoreAccessError
 
     plog = logging.getLogger("synthmri.progress")
     with Progress(
@@ -98,6 +99,12 @@ def ingest(
         plog.setLevel(logging.INFO)
         try:
             summary = ingest_flow(config)
+        except StoreAccessError as exc:
+            console.print(f"[red]store error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except ValueError as exc:  # an unusable source root, a bad mapping file: say which and why
+            console.print(f"[red]source error:[/red] {exc}")
+            raise typer.Exit(2) from None
         finally:
             plog.removeHandler(handler)
     _print_ingest_summary(summary)

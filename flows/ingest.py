@@ -13,6 +13,7 @@ from tasks.ingest import (
     committed_task,
     discover_task,
     finalize_task,
+    finished_task,
     ingest_subject_task,
     plan_task,
     prepare_source_task,
@@ -44,15 +45,18 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict[str, Any]:  # noqa: B0
         logger.info("snapshot %s already committed: nothing to do", plan.prefix)
     else:
         artifact = start_progress(total, f"ingest {plan.source_id} → {plan.snapshot_id}")
+        recorded = finished_task(plan)
+        fresh = ingest_subject_task.with_options(refresh_cache=True)  # no record in the store: never trust a cache
         pending = list(discovery.subjects)
         running: list[Any] = []
         while pending or running:
             while pending and len(running) < config.max_workers:
                 subject = pending.pop(0)
-                running.append(ingest_subject_task.submit(plan, subject))
-            finished = next(iter(as_completed(running)))  # keep at most max_workers subjects in flight
-            running.remove(finished)
-            outcomes.append(finished.result())
+                runner = ingest_subject_task if plan.subject_ids[subject.source_ref] in recorded else fresh
+                running.append(runner.submit(plan, subject))
+            completed = next(iter(as_completed(running)))  # keep at most max_workers subjects in flight
+            running.remove(completed)
+            outcomes.append(completed.result())
             progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})
             report_progress(artifact, len(outcomes), total)
     result = finalize_task(plan, discovery)

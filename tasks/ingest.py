@@ -18,6 +18,7 @@ from synth_core.ingest.snapshot import (
     SubjectOutcome,
     combined_sha256,
     finalize_snapshot,
+    finished_subject_ids,
     hash_source_files,
     ingest_subject,
     load_snapshot_record,
@@ -25,7 +26,6 @@ from synth_core.ingest.snapshot import (
 )
 from synth_core.ingest.sources import discover_source, prepare_source
 from synth_core.ingest.types import Discovery, SubjectInput
-from synth_core.storage import read_record
 from tasks.store import connect
 
 
@@ -52,23 +52,24 @@ def plan_task(config: IngestConfig, discovery: Discovery) -> SnapshotPlan:
 def subject_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     """Cache key = store + snapshot + subject + sha256 of the source files.
 
-    It is only offered when the store already holds the subject's completion record, so a cache hit can
-    never claim a subject the store lacks (the store stays the source of truth).
+    The flow submits a subject with ``refresh_cache=True`` whenever the store holds no completion record
+    for it (see :func:`finished_task`), so a cache hit never claims a subject the store lacks: the store
+    stays the source of truth and the cache only skips re-hashing and re-checking finished subjects.
     """
     plan: SnapshotPlan = parameters["plan"]
     subject: SubjectInput = parameters["subject"]
     sid = plan.subject_ids[subject.source_ref]
     try:
-        store = connect(plan.config.store)
-        record = read_record(store, plan.subject_record_key(sid)) or read_record(store, plan.quarantine_record_key(sid))
-        if record is None:
-            return None
         source_sha = combined_sha256(hash_source_files(subject))
-    except Exception:  # noqa: BLE001 - no key means no caching, never a failure
-        return None
-    if record.get("source_sha256") != source_sha:
+    except OSError:  # unreadable inputs: no key, no caching; the task quarantines them
         return None
     return hashlib.sha256(f"{plan.config.store.url}|{plan.prefix}|{sid}|{source_sha}".encode()).hexdigest()
+
+
+@task(name="finished-subjects", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def finished_task(plan: SnapshotPlan) -> set[str]:
+    """Subject ids that already hold a completion record in the store."""
+    return finished_subject_ids(connect(plan.config.store), plan)
 
 
 @task(
@@ -156,6 +157,7 @@ __all__ = [
     "committed_task",
     "discover_task",
     "finalize_task",
+    "finished_task",
     "ingest_subject_task",
     "plan_task",
     "prepare_source_task",

@@ -156,6 +156,17 @@ class SubjectOutcome:
         return self.status in ("accepted", "skipped_accepted")
 
 
+def finished_subject_ids(store: Store, plan: SnapshotPlan) -> set[str]:
+    """Subject ids holding a completion record (accepted or quarantined): one listing per folder."""
+    done = set()
+    for folder in (SUBJECT_RECORDS, QUARANTINE_RECORDS):
+        for key in store.list(f"{plan.prefix}/{folder}"):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".json"):
+                done.add(name[: -len(".json")])
+    return done
+
+
 def hash_source_files(subject: SubjectInput) -> dict[str, dict[str, Any]]:
     """sha256 and size of each input file, keyed by relative path (read once, streamed)."""
     out = {}
@@ -593,6 +604,7 @@ __all__ = [
     "SubjectOutcome",
     "derive_snapshot_id",
     "finalize_snapshot",
+    "finished_subject_ids",
     "ingest_subject",
     "load_snapshot_record",
     "plan_snapshot",
