@@ -97,6 +97,7 @@ def ingest(
         handler = _ProgressHandler(progress)
         plog.addHandler(handler)
         plog.setLevel(logging.INFO)
+        plog.propagate = False  # drawn as the bar, not printed as log lines
         try:
             summary = ingest_flow(config)
         except StoreAccessError as exc:
@@ -107,6 +108,7 @@ def ingest(
             raise typer.Exit(2) from None
         finally:
             plog.removeHandler(handler)
+            plog.propagate = True
     _print_ingest_summary(summary)
 
 

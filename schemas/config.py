@@ -109,7 +109,9 @@ class GridConfig(BaseModel):
         default=None, description="Zarr chunk per channel; None picks divisors of the grid near 80 voxels"
     )
     dtype: Literal["float16", "float32"] = Field(default="float16", description="Stored intensity dtype")
-    compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
+    compression_level: int = Field(
+        default=1, ge=1, le=22, description="zstd level (1: same size as 3 on normalized MRI, 40 % faster)"
+    )
 
     @field_validator("shape")
     @classmethod
