@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from schemas.labels import MODALITIES
+from synth_core.ingest.converters._common import check_root, nifti_stem
 from synth_core.ingest.types import Discovery, ImageRef, Rejection, SubjectInput
 
 __all__ = [
@@ -97,14 +98,6 @@ _SPECS: Final[dict[str, _Spec]] = {
     "2021": _spec("2021", "_", BRATS2021_SUFFIXES, BRATS2021_LABELS),
     "2023": _spec("2023", "-", BRATS2023_SUFFIXES, BRATS2023_LABELS),
 }
-_NIFTI_EXTS: Final[tuple[str, ...]] = (".nii.gz", ".nii")
-
-
-def _nifti_stem(name: str) -> str | None:
-    for ext in _NIFTI_EXTS:
-        if name.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return None
 
 
 @dataclass
@@ -124,13 +117,7 @@ class _Candidate:
 
 
 def _check_root(root: Path | str) -> Path:
-    path = Path(root)
-    expected = "a folder of BraTS subjects (<id>/<id>_t1.nii.gz ... or <id>/<id>-t1n.nii.gz ...)"
-    if not path.exists():
-        raise ValueError(f"brats root {str(path)!r}: does not exist; expected {expected}")
-    if not path.is_dir():
-        raise ValueError(f"brats root {str(path)!r}: is not a folder; expected {expected}")
-    return path.resolve()
+    return check_root(root, 'brats', 'a folder of BraTS subjects (<id>/<id>_t1.nii.gz ... or <id>/<id>-t1n.nii.gz ...)')
 
 
 def _unsafe_kind(entry: os.DirEntry[str]) -> str | None:
@@ -153,7 +140,7 @@ def _scan(root: Path) -> tuple[list[_Entry], list[_Entry], list[tuple[str, str]]
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink():
-                if _nifti_stem(entry.name) is not None:
+                if nifti_stem(entry.name) is not None:
                     niftis.append(_Entry(entry.name, entry.name, "symlink"))
                 elif "." not in entry.name:
                     odd_links.append(_Entry(entry.name, entry.name, "symlink"))
@@ -162,7 +149,7 @@ def _scan(root: Path) -> tuple[list[_Entry], list[_Entry], list[tuple[str, str]]
                 continue
             if entry.is_dir(follow_symlinks=False):
                 folders.append((entry.name, Path(entry.path)))
-            elif _nifti_stem(entry.name) is not None:
+            elif nifti_stem(entry.name) is not None:
                 niftis.append(_Entry(entry.name, entry.name, _unsafe_kind(entry)))
     for folder, path in folders:
         try:
@@ -175,7 +162,7 @@ def _scan(root: Path) -> tuple[list[_Entry], list[_Entry], list[tuple[str, str]]
             if entry.name.startswith("."):
                 continue
             rel = f"{folder}/{entry.name}"
-            if _nifti_stem(entry.name) is None:
+            if nifti_stem(entry.name) is None:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 logger.debug("brats %s: ignoring folder %s", root, rel)
@@ -188,7 +175,7 @@ def detect_layout(names: list[str]) -> str:
     """``"2021"`` or ``"2023"`` from NIfTI file names; ``ValueError`` if mixed or unrecognised."""
     found: dict[str, str] = {}
     for name in names:
-        stem = _nifti_stem(name)
+        stem = nifti_stem(name)
         if stem is None:
             continue
         for year, spec in _SPECS.items():
@@ -200,7 +187,7 @@ def detect_layout(names: list[str]) -> str:
             f"names (<id>-t1c.nii.gz), received e.g. {found['2021']!r} and {found['2023']!r}"
         )
     if not found:
-        example = next((n for n in names if _nifti_stem(n) is not None), None)
+        example = next((n for n in names if nifti_stem(n) is not None), None)
         raise ValueError(
             f"brats layout: unknown; expected {_SPECS['2021'].describe()} or {_SPECS['2023'].describe()}, "
             f"received e.g. {example!r}"
@@ -238,7 +225,7 @@ def discover(root: Path, *, layout: Layout = "auto", require_label: bool = True)
 
     candidates: dict[tuple[str, str], _Candidate] = {}
     for entry in niftis:
-        stem = _nifti_stem(entry.name)
+        stem = nifti_stem(entry.name)
         m = spec.pattern.match(stem or "")
         if m is None:
             logger.debug("brats %s: ignoring %s (not a %s file name %s)", root, entry.rel, year, spec.describe())

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlparse
 
 from schemas.labels import MODALITIES
 from synth_core.ingest.download import download, file_digest, safe_extract_tar
+from synth_core.ingest.converters._common import check_root, nifti_stem
 from synth_core.ingest.types import Discovery, ImageRef, Rejection, SubjectInput
 
 __all__ = [
@@ -71,24 +72,10 @@ EXPECTED_LABEL_KEYS: Final[tuple[str, ...]] = ("0", "1", "2", "3")
 ARCHIVE_TOP: Final[str] = "Task01_BrainTumour"
 FETCH_MARKER: Final[str] = ".synthmri-fetch.json"
 DATASET_JSON_MAX_BYTES: Final[int] = 16 * 2**20
-_NIFTI_EXTS: Final[tuple[str, ...]] = (".nii.gz", ".nii")
-
-
-def _nifti_stem(name: str) -> str | None:
-    for ext in _NIFTI_EXTS:
-        if name.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return None
 
 
 def _check_root(root: Path | str) -> Path:
-    path = Path(root)
-    expected = "the MSD Task01_BrainTumour folder (dataset.json, imagesTr/, labelsTr/)"
-    if not path.exists():
-        raise ValueError(f"msd_task01 root {str(path)!r}: does not exist; expected {expected}")
-    if not path.is_dir():
-        raise ValueError(f"msd_task01 root {str(path)!r}: is not a folder; expected {expected}")
-    return path.resolve()
+    return check_root(root, 'msd_task01', 'the MSD Task01_BrainTumour folder (dataset.json, imagesTr/, labelsTr/)')
 
 
 def read_dataset_json(root: Path) -> dict[str, Any]:
@@ -179,7 +166,7 @@ def _list_images(root: Path, folder: str) -> list[str]:
     rels = []
     with os.scandir(path) as it:
         for entry in it:
-            if entry.name.startswith(".") or _nifti_stem(entry.name) is None:
+            if entry.name.startswith(".") or nifti_stem(entry.name) is None:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 continue
@@ -202,7 +189,7 @@ def _candidates(root: Path, meta: dict[str, Any], include_test: bool) -> list[_C
         raw_image, raw_label = entry["image"], entry.get("label")
         image = _norm_rel(raw_image)
         label = _norm_rel(raw_label) if raw_label else None
-        sid = _nifti_stem(PurePosixPath(raw_image.replace("\\", "/")).name) or PurePosixPath(raw_image).name
+        sid = nifti_stem(PurePosixPath(raw_image.replace("\\", "/")).name) or PurePosixPath(raw_image).name
         if image is None or (raw_label and label is None):
             bad = raw_image if image is None else raw_label
             found.setdefault(f"unsafe:{raw_image}", _Candidate(sid, raw_image, None, unsafe=bad, from_json=True))
@@ -217,7 +204,7 @@ def _candidates(root: Path, meta: dict[str, Any], include_test: bool) -> list[_C
         if image not in found:
             name = PurePosixPath(image).name
             logger.debug("msd_task01 %s: %s is not in dataset.json 'training'; ingested anyway", root, image)
-            found[image] = _Candidate(_nifti_stem(name) or name, image, f"labelsTr/{name}")
+            found[image] = _Candidate(nifti_stem(name) or name, image, f"labelsTr/{name}")
     if include_test:
         test_images = {_norm_rel(raw) or f"unsafe:{raw}": raw for raw in meta.get("test", [])}
         for image in _list_images(root, "imagesTs"):
@@ -226,7 +213,7 @@ def _candidates(root: Path, meta: dict[str, Any], include_test: bool) -> list[_C
             if image in found:
                 continue
             name = PurePosixPath(raw.replace("\\", "/")).name
-            sid = _nifti_stem(name) or name
+            sid = nifti_stem(name) or name
             unsafe = raw if image.startswith("unsafe:") else None
             found[image] = _Candidate(sid, raw if unsafe else image, None, unsafe=unsafe)
     # per id: entries listed in dataset.json first, then sorted paths (the first one is kept)

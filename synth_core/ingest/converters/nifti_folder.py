@@ -50,6 +50,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from schemas.labels import LABELS, MODALITIES
+from synth_core.ingest.converters._common import check_root, nifti_stem
 from synth_core.ingest.types import Discovery, ImageRef, Rejection, SubjectInput
 
 __all__ = ["MAPPING_FILE_MAX_BYTES", "NiftiFolderMapping", "discover", "load_mapping", "parse_mapping"]
@@ -57,7 +58,6 @@ __all__ = ["MAPPING_FILE_MAX_BYTES", "NiftiFolderMapping", "discover", "load_map
 logger = logging.getLogger(__name__)
 
 MAPPING_FILE_MAX_BYTES: Final[int] = 1 << 20
-_NIFTI_EXTS: Final[tuple[str, ...]] = (".nii.gz", ".nii")
 _UNIFIED_VALUES: Final[tuple[int, ...]] = tuple(sorted(LABELS))
 
 
@@ -241,13 +241,6 @@ def load_mapping(path: Path | str) -> NiftiFolderMapping:
     return parse_mapping(data, source=repr(str(path)))
 
 
-def _nifti_stem(name: str) -> str | None:
-    for ext in _NIFTI_EXTS:
-        if name.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return None
-
-
 @dataclass
 class _Found:
     rel: str
@@ -273,11 +266,11 @@ def _walk(root: Path) -> list[_Found]:
                 continue
             rel = f"{prefix}{entry.name}"
             if entry.is_symlink():
-                unsafe = "symlink" if _nifti_stem(entry.name) is not None else "symlinked folder"
+                unsafe = "symlink" if nifti_stem(entry.name) is not None else "symlinked folder"
                 found.append(_Found(rel, entry.name, unsafe))
             elif entry.is_dir(follow_symlinks=False):
                 subfolders.append((f"{rel}/", Path(entry.path)))
-            elif _nifti_stem(entry.name) is not None:
+            elif nifti_stem(entry.name) is not None:
                 found.append(_Found(rel, entry.name, None if entry.is_file(follow_symlinks=False) else "special file"))
         stack.extend(reversed(subfolders))
     return sorted(found, key=lambda f: f.rel)
@@ -292,13 +285,7 @@ class _Candidate:
 
 
 def _check_root(root: Path | str) -> Path:
-    path = Path(root)
-    expected = "a folder of NIfTI files (flat or in subject subfolders)"
-    if not path.exists():
-        raise ValueError(f"nifti_folder root {str(path)!r}: does not exist; expected {expected}")
-    if not path.is_dir():
-        raise ValueError(f"nifti_folder root {str(path)!r}: is not a folder; expected {expected}")
-    return path.resolve()
+    return check_root(root, 'nifti_folder', 'a folder of NIfTI files (flat or in subject subfolders)')
 
 
 def discover(
