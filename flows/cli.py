@@ -126,6 +126,70 @@ def _print_ingest_summary(summary: dict[str, Any]) -> None:
         console.print(table)
 
 
+@app.command()
+def train(
+    store: Annotated[str, typer.Option(help="Store root: a folder, file:///abs/path or s3://bucket/prefix")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    snapshot: Annotated[list[str] | None, typer.Option(help="source_id/snapshot_id to train on (repeatable; default: newest)")] = None,
+    model_name: Annotated[str, typer.Option(help="Model name under models/")] = "label2mri",
+    model_version: Annotated[str | None, typer.Option(help="v<N>; default: resume an unfinished run or the next free")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps")] = 20000,
+    resolution: Annotated[int, typer.Option(help="1 (GPU) or 2 mm (CPU demo)")] = 1,
+    patch: Annotated[str, typer.Option(help="Patch size x,y,z (voxels at the training resolution)")] = "128,128,128",
+    batch: Annotated[int, typer.Option(help="Patches per step")] = 1,
+    width: Annotated[int, typer.Option(help="Generator base width")] = 32,
+    depth: Annotated[int, typer.Option(help="Generator depth (down-samplings)")] = 4,
+    disc_width: Annotated[int, typer.Option(help="Discriminator base width")] = 32,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints")] = 500,
+    validate_every: Annotated[int, typer.Option(help="Steps between validations")] = 1000,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    loader_workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed")] = 0,
+) -> None:
+    """Train (or resume) the label→MRI conditional GAN on curated snapshots."""
+    _prefect_env()
+    from pydantic import ValidationError
+
+    from schemas.config import StoreConfig
+    from schemas.train import DataConfig, DiscriminatorConfig, GeneratorConfig, SnapshotRef, TrainConfig
+
+    refs = []
+    for item in snapshot or []:
+        if item.count("/") != 1:
+            raise typer.BadParameter(f"--snapshot: expected source_id/snapshot_id, received {item!r}")
+        source_id, snapshot_id = item.split("/")
+        refs.append(SnapshotRef(source_id=source_id, snapshot_id=snapshot_id))
+    try:
+        config = TrainConfig(
+            store=StoreConfig(url=store, endpoint_url=endpoint_url),
+            model_name=model_name,
+            model_version=model_version,
+            generator=GeneratorConfig(base_width=width, depth=depth),
+            discriminator=DiscriminatorConfig(base_width=disc_width),
+            data=DataConfig(snapshots=tuple(refs), resolution_mm=resolution, patch_size=_grid(patch),  # type: ignore[arg-type]
+                            batch_size=batch, loader_workers=loader_workers),
+            steps=steps, checkpoint_every=checkpoint_every, validate_every=validate_every,
+            device=device, seed=seed,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        console.print(f"[red]invalid parameters:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+    from flows.train import train_gan
+    from synth_core.storage import StoreAccessError
+
+    try:
+        summary = train_gan(config)
+    except (StoreAccessError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    state = "committed" if summary["created"] else "already committed (nothing to do)"
+    resumed = f", resumed from step {summary['resumed_from']}" if summary["resumed_from"] else ""
+    final = (summary["metrics"] or {}).get("final") or {}
+    console.print(f"model [bold]{summary['model_name']}/{summary['version']}[/bold] {state}{resumed}: {summary['steps']} steps\n  {summary['url']}")
+    if final:
+        console.print(f"  validation mean MAE {final.get('mae_mean')}")
+
+
 @sources_app.command("list")
 def sources_list(
     store: Annotated[str, typer.Option(help="Store root")] = "data/store",
