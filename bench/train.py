@@ -104,7 +104,7 @@ def main() -> None:
                          pin_memory=device.type == "cuda")
     pipeline = run(loader)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    memory = InMemoryPatches(dataset, batch_size=args.batch, steps=total, device=device)
+    memory = InMemoryPatches.from_dataset(dataset, batch_size=args.batch, n_batches=total).to(device)
     in_memory = run(memory)
     print(f"\ndevice {device}, patch {args.patch}³ at {args.resolution} mm, batch {args.batch}, "
           f"generator width {args.width} depth {args.depth}, {args.steps} timed steps")

@@ -240,7 +240,7 @@ class GanStep:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        return {"loss_g": float(loss_g), "loss_d": float(loss_d), "l1": float(loss_l1), "adv": float(loss_adv)}
+        return {k: float(v.detach()) for k, v in (("loss_g", loss_g), ("loss_d", loss_d), ("l1", loss_l1), ("adv", loss_adv))}
 
 
 def train(
