@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pin-memory", type=int, choices=(0, 1), default=None, help="default: 1 on CUDA")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
@@ -100,15 +101,16 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    pin = bool(args.pin_memory) if args.pin_memory is not None else device.type == "cuda"
     loader = make_loader(dataset, batch_size=args.batch, start_step=0, steps=total, workers=args.workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=pin)
     pipeline = run(loader)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     memory = InMemoryPatches.from_dataset(dataset, batch_size=args.batch, n_batches=total).to(device)
     in_memory = run(memory)
     print(f"\ndevice {device}, patch {args.patch}³ at {args.resolution} mm, batch {args.batch}, "
           f"generator width {args.width} depth {args.depth}, {args.steps} timed steps")
-    print(f"  pipeline   {pipeline:7.3f} steps/s  (zarr store → DataLoader, {args.workers} workers)")
+    print(f"  pipeline   {pipeline:7.3f} steps/s  (zarr store → DataLoader, {args.workers} workers, pin_memory={pin})")
     print(f"  in-memory  {in_memory:7.3f} steps/s")
     if peak is not None:
         print(f"  peak GPU memory {peak:.2f} GiB")

@@ -382,7 +382,7 @@ class PatchDataset(Dataset):
     ``has_tumor`` is unknown for some subject, the subjects with tumour voxels are found from the label
     maps (once per process, at the first tumour-centred draw).
 
-    ``__getitem__(i)`` returns ``{"label": int64 (X, Y, Z), "image": float32 (4, X, Y, Z) with NaN → 0,
+    ``__getitem__(i)`` returns ``{"label": uint8 (X, Y, Z), "image": float16 at 1 mm / float32 at 2 mm (4, X, Y, Z) with NaN → 0,
     "channel_mask": bool (4,), "index": i}``. Its random choices, all from
     ``np.random.default_rng([seed, i])`` in this order: tumour-centred or not (``config.tumor_fraction``),
     the subject (among tumour subjects for a tumour-centred patch, else among all), the centre (a
@@ -607,9 +607,12 @@ class PatchDataset(Dataset):
             label = label[::-1]
         # a new array (never a write into a cached volume): missing modality (NaN) → 0.0
         image = np.where(np.isfinite(image), image, np.float32(0.0)).astype(np.float32, copy=False)
+        # compact transfer dtypes (the host→device copy was the loader's cost on a GPU): uint8 labels, and
+        # float16 images at 1 mm, where every value came from the float16 store (exact); 2 mm means stay float32
+        image_dtype = np.float16 if self.config.resolution_mm == 1 else np.float32
         return {
-            "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)),
-            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8)),
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=image_dtype)),
             "channel_mask": torch.from_numpy(np.array(meta.channel_mask, dtype=bool)),
             "index": i,
         }

@@ -212,8 +212,8 @@ class GanStep:
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         device = self.device
-        label = batch["label"].to(device, non_blocking=True)
-        real = batch["image"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True).long()
+        real = batch["image"].to(device, non_blocking=True).float()  # float16 on the wire at 1 mm (exact)
         cmask = batch["channel_mask"].to(device, non_blocking=True)
         onehot = one_hot(label)
         keep = cmask[:, :, None, None, None]

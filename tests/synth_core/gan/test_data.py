@@ -231,7 +231,7 @@ def test_patch_shapes_and_dtypes(gan_snapshot: GanSnapshot) -> None:
     assert len(ds) == 64 and ds.preload is True  # 2 mm: preloaded by default
     item = ds[5]
     assert item["index"] == 5
-    assert item["label"].dtype == torch.int64 and tuple(item["label"].shape) == (32, 40, 24)
+    assert item["label"].dtype == torch.uint8 and tuple(item["label"].shape) == (32, 40, 24)
     assert item["image"].dtype == torch.float32 and tuple(item["image"].shape) == (4, 32, 40, 24)
     assert item["channel_mask"].dtype == torch.bool and item["channel_mask"].tolist() == [True] * 4
     assert torch.isfinite(item["image"]).all() and int(item["label"].max()) <= 6
