@@ -17,7 +17,6 @@ Usage: ``python bench/ingest.py [--subjects 4] [--workdir DIR]``
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import statistics
 import sys

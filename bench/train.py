@@ -60,7 +60,7 @@ def main() -> None:
 
     from schemas.config import StoreConfig
     from schemas.train import DataConfig, DiscriminatorConfig, GeneratorConfig, TrainConfig
-    from synth_core.gan.data import InMemoryPatches, PatchDataset, list_training_subjects, make_loader
+    from synth_core.gan.data import DevicePrefetcher, InMemoryPatches, PatchDataset, list_training_subjects, make_loader
     from synth_core.gan.train import GanStep, build_models, resolve_device
 
     torch.set_flush_denormal(True)
@@ -104,7 +104,7 @@ def main() -> None:
     pin = bool(args.pin_memory) if args.pin_memory is not None else device.type == "cuda"
     loader = make_loader(dataset, batch_size=args.batch, start_step=0, steps=total, workers=args.workers,
                          pin_memory=pin)
-    pipeline = run(loader)
+    pipeline = run(DevicePrefetcher(loader, device))  # exactly what train() iterates
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     memory = InMemoryPatches.from_dataset(dataset, batch_size=args.batch, n_batches=total).to(device)
     in_memory = run(memory)

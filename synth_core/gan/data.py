@@ -619,6 +619,39 @@ class PatchDataset(Dataset):
 
 
 # --------------------------------------------------------------------------------------------- loaders
+class DevicePrefetcher:
+    """Copy batch k+1 to the GPU on a side CUDA stream while step k computes (pinned memory → async copy).
+
+    On a CPU device it passes batches through unchanged. Tensors are handed to the compute stream with
+    ``record_stream`` so the caching allocator never reuses their memory too early.
+    """
+
+    def __init__(self, batches: Iterable[Mapping[str, Any]], device: torch.device) -> None:
+        self.batches = batches
+        self.device = torch.device(device)
+
+    def _copy(self, batch: Mapping[str, Any], stream: Any) -> dict[str, Any]:
+        with torch.cuda.stream(stream):
+            return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.device.type != "cuda":
+            yield from (dict(b) for b in self.batches)
+            return
+        stream = torch.cuda.Stream(device=self.device)
+        it = iter(self.batches)
+        nxt = next(it, None)
+        pending = self._copy(nxt, stream) if nxt is not None else None
+        while pending is not None:
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            current = pending
+            for v in current.values():
+                if isinstance(v, torch.Tensor):
+                    v.record_stream(torch.cuda.current_stream(self.device))
+            nxt = next(it, None)
+            pending = self._copy(nxt, stream) if nxt is not None else None
+            yield current
+
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
@@ -724,6 +757,7 @@ class InMemoryPatches:
 
 
 __all__ = [
+    "DevicePrefetcher",
     "IMAGE_ARRAY",
     "LABEL_ARRAY",
     "PRELOAD_LIMIT_BYTES",

@@ -34,7 +34,7 @@ import torch
 from schemas.labels import MODALITIES
 from schemas.train import TrainConfig
 from synth_core.gan.checkpoint import committed_steps, load_checkpoint, module_bytes, optimizer_bytes, prune_checkpoints, save_checkpoint
-from synth_core.gan.data import PatchDataset, list_training_subjects, load_subject, make_loader, split_subjects
+from synth_core.gan.data import DevicePrefetcher, PatchDataset, list_training_subjects, load_subject, make_loader, split_subjects
 from synth_core.gan.inference import synthesize_volume
 from synth_core.gan.metrics import label_signature, masked_mae, masked_psnr, masked_ssim, signature_checks
 from synth_core.gan.networks import GANLoss, PatchDiscriminator3D, UNet3DGenerator, init_weights, one_hot, weighted_l1
@@ -312,7 +312,7 @@ def train(
     discriminator.train()
     step = start
     losses: dict[str, float] = {}
-    for batch in loader:
+    for batch in DevicePrefetcher(loader, device):  # host→GPU copies overlap the previous step
         torch.manual_seed(_step_seed(config.seed, step))
         losses = step_fn(batch)
         step += 1

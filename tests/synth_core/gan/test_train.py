@@ -41,7 +41,7 @@ def tiny(store: Store, **kw: object) -> TrainConfig:
 
 @pytest.mark.slow
 def test_learns_tissue_contrast(snapshot_store: Store) -> None:
-    config = tiny(snapshot_store, model_name="learn", steps=300, checkpoint_every=300, validate_every=300)
+    config = tiny(snapshot_store, model_name="learn", steps=500, checkpoint_every=500, validate_every=500)
     result = train(snapshot_store, config)
     initial, final = result.record["metrics"]["initial"], result.record["metrics"]["final"]
     assert final["mae_mean"] <= 0.7 * initial["mae_mean"], (initial["mae_mean"], final["mae_mean"])
@@ -49,9 +49,9 @@ def test_learns_tissue_contrast(snapshot_store: Store) -> None:
     assert checks["t1_wm_gt_gm_gt_csf"] and checks["t2_csf_brightest"], checks
     prefix = model_prefix("learn", result.version)
     assert verify_objects(snapshot_store, prefix, result.record["objects"]) == []
-    assert snapshot_store.exists(f"{prefix}/validation/step-00000300.png")
+    assert snapshot_store.exists(f"{prefix}/validation/step-00000500.png")
     generator, record = load_generator(snapshot_store, "learn", result.version)
-    assert record["steps"] == 300 and not generator.training
+    assert record["steps"] == 500 and not generator.training
 
 
 def test_resume_equals_uninterrupted(snapshot_store: Store) -> None:
