@@ -77,6 +77,23 @@ def load_optimizer_bytes(optimizer: torch.optim.Optimizer, data: bytes, meta: Ma
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def write_state(
+    store: Store,
+    folder: str,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+) -> dict[str, dict[str, Any]]:
+    """Write ``<folder>/<name>.safetensors`` for every module and optimizer; returns the optimizers' JSON part."""
+    for name, module in modules.items():
+        store.put_bytes(f"{folder}/{name}.safetensors", module_bytes(module))
+    optim_meta = {}
+    for name, optimizer in optimizers.items():
+        data, described = optimizer_bytes(optimizer)
+        store.put_bytes(f"{folder}/{name}.safetensors", data)
+        optim_meta[name] = described
+    return optim_meta
+
+
 def save_checkpoint(
     store: Store,
     prefix: str,
@@ -89,13 +106,7 @@ def save_checkpoint(
     folder = f"{prefix}/{CHECKPOINTS}/{step_folder(step)}"
     if read_record(store, f"{folder}/{CHECKPOINT_RECORD}") is not None:
         return folder
-    for name, module in modules.items():
-        store.put_bytes(f"{folder}/{name}.safetensors", module_bytes(module))
-    optim_meta = {}
-    for name, optimizer in optimizers.items():
-        data, described = optimizer_bytes(optimizer)
-        store.put_bytes(f"{folder}/{name}.safetensors", data)
-        optim_meta[name] = described
+    optim_meta = write_state(store, folder, modules, optimizers)
     files = [f"{n}.safetensors" for n in (*modules, *optimizers)]
     objects = objects_payload(digest_objects(store, folder, files))
     commit_record(
@@ -116,6 +127,15 @@ def committed_steps(store: Store, prefix: str) -> list[int]:
     return sorted(steps)
 
 
+def read_verified(store: Store, folder: str, name: str, objects: list[dict[str, Any]], record_name: str) -> bytes:
+    """Read ``<folder>/<name>`` and check it against the sha256 its completion record lists."""
+    data = store.get_bytes(f"{folder}/{name}")
+    obj = next((o for o in objects if o["key"] == name), None)
+    if obj is None or hashlib.sha256(data).hexdigest() != obj["sha256"]:
+        raise ValueError(f"{store.url_for(folder)}/{name}: sha256 differs from (or missing in) {record_name}")
+    return data
+
+
 def load_checkpoint(
     store: Store,
     prefix: str,
@@ -128,18 +148,13 @@ def load_checkpoint(
     record = read_record(store, f"{folder}/{CHECKPOINT_RECORD}")
     if record is None:
         raise FileNotFoundError(f"{store.url_for(folder)}: no committed checkpoint ({CHECKPOINT_RECORD} missing)")
-    expected = {o["key"]: o for o in record["objects"]}
-    def read(name: str) -> bytes:
-        data = store.get_bytes(f"{folder}/{name}.safetensors")
-        obj = expected.get(f"{name}.safetensors")
-        if obj is None or hashlib.sha256(data).hexdigest() != obj["sha256"]:
-            raise ValueError(f"{store.url_for(folder)}/{name}.safetensors: sha256 differs from {CHECKPOINT_RECORD}")
-        return data
-
+    objects = record["objects"]
     for name, module in modules.items():
-        load_module_bytes(module, read(name), source=f"{store.url_for(folder)}/{name}.safetensors")
+        data = read_verified(store, folder, f"{name}.safetensors", objects, CHECKPOINT_RECORD)
+        load_module_bytes(module, data, source=f"{store.url_for(folder)}/{name}.safetensors")
     for name, optimizer in optimizers.items():
-        load_optimizer_bytes(optimizer, read(name), record["optimizers"][name])
+        data = read_verified(store, folder, f"{name}.safetensors", objects, CHECKPOINT_RECORD)
+        load_optimizer_bytes(optimizer, data, record["optimizers"][name])
     return dict(record.get("meta", {}))
 
 
@@ -160,6 +175,8 @@ __all__ = [
     "module_bytes",
     "optimizer_bytes",
     "prune_checkpoints",
+    "read_verified",
     "save_checkpoint",
     "step_folder",
+    "write_state",
 ]

@@ -33,7 +33,15 @@ import torch
 
 from schemas.labels import MODALITIES
 from schemas.train import TrainConfig
-from synth_core.gan.checkpoint import committed_steps, load_checkpoint, module_bytes, optimizer_bytes, prune_checkpoints, save_checkpoint
+from synth_core.gan.checkpoint import (
+    committed_steps,
+    load_checkpoint,
+    load_module_bytes,
+    prune_checkpoints,
+    read_verified,
+    save_checkpoint,
+    write_state,
+)
 from synth_core.gan.data import DevicePrefetcher, PatchDataset, list_training_subjects, load_subject, make_loader, split_subjects
 from synth_core.gan.inference import synthesize_volume
 from synth_core.gan.metrics import label_signature, masked_mae, masked_psnr, masked_ssim, signature_checks
@@ -340,13 +348,7 @@ def train(
     if final is None:
         final, png = validate(generator, val_volumes, device, amp_dtype)
         store.put_bytes(f"{prefix}/validation/step-{step:08d}.png", png)
-    for name, module in modules.items():
-        store.put_bytes(f"{prefix}/{name}.safetensors", module_bytes(module))
-    optim_meta = {}
-    for name, optimizer in optimizers.items():
-        data, described = optimizer_bytes(optimizer)
-        store.put_bytes(f"{prefix}/{name}.safetensors", data)
-        optim_meta[name] = described
+    optim_meta = write_state(store, prefix, modules, optimizers)
     objects = objects_payload(digest_objects(store, prefix))
     data_checksums = {}
     for source_id, snapshot_id in snapshots:
@@ -382,12 +384,7 @@ def load_generator(store: Store, name: str, version: str, map_location: str | to
         raise FileNotFoundError(f"{store.url_for(prefix)}: no committed model ({MODEL_RECORD} missing)")
     config = TrainConfig.model_validate({**record["config"]})
     generator = UNet3DGenerator(config.generator)
-    data = store.get_bytes(f"{prefix}/generator.safetensors")
-    expected = next(o for o in record["objects"] if o["key"] == "generator.safetensors")
-    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
-        raise ValueError(f"{store.url_for(prefix)}/generator.safetensors: sha256 differs from {MODEL_RECORD}")
-    from synth_core.gan.checkpoint import load_module_bytes
-
+    data = read_verified(store, prefix, "generator.safetensors", record["objects"], MODEL_RECORD)
     load_module_bytes(generator, data, source=f"{store.url_for(prefix)}/generator.safetensors")
     generator.to(map_location)
     generator.eval()
