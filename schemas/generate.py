@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.config import StoreConfig
+from schemas.train import SnapshotRef
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -86,4 +90,31 @@ class PlanConfig(BaseModel):
         return value
 
 
-__all__ = ["REGIONS", "STRATUM_AXES", "PlanConfig", "StrataConfig", "StratumAxis"]
+class GenerateConfig(BaseModel):
+    """Parameters of the ``generate`` flow (its Prefect UI form)."""
+
+    model_config = _FROZEN
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    model_name: str = Field(default="label2mri", description="Committed model under models/<name>/")
+    model_version: str | None = Field(default=None, description="v<N>; None: the newest committed version")
+    snapshots: tuple[SnapshotRef, ...] = Field(
+        default=(), description="Anatomy and tumour donors; empty: the snapshots the model was trained on"
+    )
+    dataset_name: str = Field(default="synthmri-demo", description="Written under datasets/<name>/v<N>/")
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    shard_size: int = Field(default=16, ge=1, le=4096, description="Samples per shard (one task, one writer)")
+    batch_size: int = Field(default=2, ge=1, le=256, description="Samples per generator forward pass")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (None: torch's default)")
+
+    @field_validator("dataset_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", value):
+            raise ValueError(f"dataset_name: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
+        return value
+
+
+__all__ = ["REGIONS", "STRATUM_AXES", "GenerateConfig", "PlanConfig", "StrataConfig", "StratumAxis"]

@@ -88,6 +88,37 @@ QuarantineSchema: Final[pa.DataFrameSchema] = pa.DataFrameSchema(
     name="quarantine",
 )
 
+SamplesSchema: Final[pa.DataFrameSchema] = pa.DataFrameSchema(
+    {
+        "sample_id": pa.Column(str, pa.Check.str_matches(r"^s-[0-9]{6,}$"), unique=True),
+        "index": pa.Column("int64", pa.Check.ge(0), unique=True),
+        "stratum": pa.Column(str),
+        "edits": pa.Column(str),  # JSON: the ordered label-map edits with their parameters
+        "seed": pa.Column("int64"),
+        "model_name": pa.Column(str),
+        "model_version": pa.Column(str),
+        "base_subject": pa.Column(str),  # pseudonymous snapshot ids (never source ids)
+        "donor_subject": pa.Column(str),
+        # measured on the final label map
+        "edema_ml": pa.Column("float64", pa.Check.ge(0)),
+        "necrotic_ml": pa.Column("float64", pa.Check.ge(0)),
+        "enhancing_ml": pa.Column("float64", pa.Check.ge(0)),
+        "whole_ml": pa.Column("float64", pa.Check.gt(0)),
+        "core_ml": pa.Column("float64", pa.Check.ge(0)),
+        "hemisphere": pa.Column(str, pa.Check.isin(["left", "right"])),
+        "region": pa.Column(str),
+        "n_components": pa.Column("int64", pa.Check.ge(1)),
+        "enhancing": pa.Column(bool),
+        "necrosis": pa.Column(bool),
+        "centroid_x_mm": pa.Column("float64"),
+        "centroid_y_mm": pa.Column("float64"),
+        "centroid_z_mm": pa.Column("float64"),
+    },
+    strict=True,
+    coerce=False,
+    name="samples",
+)
+
 SUBJECT_COLUMNS: Final[tuple[str, ...]] = tuple(_SUBJECT_COLUMNS)
 QUARANTINE_COLUMNS: Final[tuple[str, ...]] = tuple(QuarantineSchema.columns)
 
@@ -97,5 +128,6 @@ __all__ = [
     "SUBJECT_COLUMNS",
     "SUBJECT_ID_PATTERN",
     "QuarantineSchema",
+    "SamplesSchema",
     "SubjectsSchema",
 ]

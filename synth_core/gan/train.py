@@ -48,12 +48,12 @@ from synth_core.gan.metrics import label_signature, masked_mae, masked_psnr, mas
 from synth_core.gan.networks import GANLoss, PatchDiscriminator3D, UNet3DGenerator, init_weights, one_hot, weighted_l1
 from synth_core.gan.render import validation_grid
 from synth_core.provenance import producer
-from synth_core.storage import ObjectExistsError, Store, canonical_json, commit_record, digest_objects, objects_payload, read_record
+from synth_core.storage import Store, canonical_json, commit_record, digest_objects, objects_payload, read_record
+from synth_core.storage.versions import claim_version
 
 log = logging.getLogger(__name__)
 
 MODEL_RECORD = "model.json"
-RUN_RECORD = "run.json"
 
 
 def model_prefix(name: str, version: str) -> str:
@@ -77,48 +77,17 @@ def resolve_device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _versions(store: Store, name: str) -> list[int]:
-    out = []
-    for folder in store.list_dirs(f"models/{name}"):
-        if folder.startswith("v") and folder[1:].isdigit():
-            out.append(int(folder[1:]))
-    return sorted(out)
-
-
 def resolve_version(store: Store, config: TrainConfig) -> tuple[str, bool]:
-    """The version this run writes, and whether it is already committed.
-
-    An explicit ``model_version`` is used as is (its run.json must match this config). Otherwise the
-    newest version started with the same config is reused (committed: nothing to do; unfinished: resume);
-    failing that, the next free ``v<N>`` is claimed by creating its run.json exclusively.
-    """
+    """The model version this run writes, and whether it is already committed (see ``claim_version``)."""
     digest = config_hash(config)
-    run_payload = {"config_hash": digest, "config": config.model_dump(mode="json", exclude={"store"})}
-    if config.model_version is not None:
-        prefix = model_prefix(config.model_name, config.model_version)
-        existing = read_record(store, f"{prefix}/{RUN_RECORD}")
-        if existing is not None and existing["config_hash"] != digest:
-            raise ObjectExistsError(
-                f"{store.url_for(prefix)} was started with another config (hash {existing['config_hash'][:12]}…); "
-                f"choose another model_version or leave it empty"
-            )
-        if existing is None:
-            commit_record(store, f"{prefix}/{RUN_RECORD}", run_payload)
-        return config.model_version, store.exists(f"{prefix}/{MODEL_RECORD}")
-    versions = _versions(store, config.model_name)
-    for v in reversed(versions):  # the newest run of this exact config: committed (no work) or to resume
-        prefix = model_prefix(config.model_name, f"v{v}")
-        run = read_record(store, f"{prefix}/{RUN_RECORD}")
-        if run is not None and run["config_hash"] == digest:
-            return f"v{v}", store.exists(f"{prefix}/{MODEL_RECORD}")
-    nxt = (versions[-1] if versions else 0) + 1
-    while True:
-        version = f"v{nxt}"
-        try:
-            store.put_exclusive(f"{model_prefix(config.model_name, version)}/{RUN_RECORD}", canonical_json(run_payload))
-            return version, False
-        except ObjectExistsError:
-            nxt += 1
+    return claim_version(
+        store,
+        f"models/{config.model_name}",
+        config_hash=digest,
+        payload={"config_hash": digest, "config": config.model_dump(mode="json", exclude={"store"})},
+        completion_record=MODEL_RECORD,
+        explicit=config.model_version,
+    )
 
 
 def build_models(config: TrainConfig) -> tuple[UNet3DGenerator, PatchDiscriminator3D]:

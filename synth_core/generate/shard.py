@@ -1,0 +1,143 @@
+"""One generation shard: replay the plan's edits, run the generator in batches, write each sample once.
+
+A shard owns the samples ``[start, stop)`` of the plan; each sample is its own zarr shard in ``image``
+and ``label`` (one writer per shard). The label-map edits of the next batch are prepared in a background
+thread while the generator runs the current one, so generation stays bound by the model (design.md §8).
+Every replayed label map is measured again and must land in its planned stratum. The shard's
+completion record lists its rows (with the measured attributes) and the sha256 of its objects; a
+finished shard is skipped by a rerun and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from synth_core.edit.ops import apply_pipeline
+from synth_core.edit.strata import measure, stratum_of
+from synth_core.gan.networks import one_hot
+from synth_core.generate.run import DATA, GenerationRun
+from synth_core.storage import Store, canonical_json, digest_objects, objects_payload, read_record
+
+
+def edit_sample(row: Mapping[str, Any], maps: Mapping[str, tuple[np.ndarray, np.ndarray, bool]], run: GenerationRun) -> tuple[np.ndarray, dict[str, Any]]:
+    """Replay one planned sample's edits; return the final label map and its measured attributes."""
+    base_label, affine, _ = maps[row["base_subject"]]
+    donor_label = maps[row["donor_subject"]][0]
+    result = apply_pipeline(base_label, json.loads(row["edits"]), seed=int(row["seed"]),
+                            donors={row["donor_subject"]: donor_label})
+    attrs = measure(result.label, affine)
+    measured = stratum_of(attrs, run.config.plan.strata)
+    if measured != row["stratum"]:
+        raise RuntimeError(
+            f"sample {row['sample_id']}: replaying its edits gave stratum {measured!r}, the plan says {row['stratum']!r}"
+        )
+    return result.label, attrs.as_row()
+
+
+def forward_batch(generator: torch.nn.Module, labels: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
+    """(B, X, Y, Z) uint8 label maps → (B, 4, X, Y, Z) float32 images (0 outside the brain)."""
+    multiple = int(getattr(generator, "required_multiple", 1))
+    pads = [(0, (-s) % multiple) for s in labels.shape[1:]]
+    padded = np.pad(labels, [(0, 0), *pads]) if any(p[1] for p in pads) else labels
+    x = one_hot(torch.from_numpy(np.ascontiguousarray(padded)).to(device))
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
+    with torch.inference_mode(), ctx:
+        out = generator(x).float()
+    out = out[(slice(None), slice(None), *(slice(0, s) for s in labels.shape[1:]))].cpu().numpy()
+    return np.where((labels > 0)[:, None], out, 0.0).astype(np.float32)
+
+
+def _batches(rows: Sequence[Mapping[str, Any]], size: int) -> Iterator[Sequence[Mapping[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def sample_object_keys(index: int) -> list[str]:
+    """The zarr objects that hold sample ``index`` (its shard in each array), relative to data.zarr."""
+    return [f"image/c/{index}/0/0/0/0", f"label/c/{index}/0/0/0"]
+
+
+def generate_shard(
+    store: Store,
+    run: GenerationRun,
+    shard_index: int,
+    rows: Sequence[Mapping[str, Any]],
+    maps: Mapping[str, tuple[np.ndarray, np.ndarray, bool]],
+    generator: torch.nn.Module,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Generate the shard's samples (skipped when its record exists). Returns its completion record."""
+    import zarr
+
+    done = read_record(store, run.shard_key(shard_index))
+    if done is not None:
+        return {**done, "skipped": True}
+    root = zarr.open_group(store.zarr_store(f"{run.prefix}/{DATA}"), mode="r+", zarr_format=3)
+    image_arr, label_arr = root["image"], root["label"]
+    out_rows: list[dict[str, Any]] = []
+    generator.eval()
+
+    def prepare(batch: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], np.ndarray, dict[str, Any]]]:
+        return [(row, *edit_sample(row, maps, run)) for row in batch]
+
+    batches = list(_batches(list(rows), run.config.batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # edits of batch k+1 run while the model does batch k
+        pending = pool.submit(prepare, batches[0]) if batches else None
+        for k in range(len(batches)):
+            edited = pending.result()
+            pending = pool.submit(prepare, batches[k + 1]) if k + 1 < len(batches) else None
+            labels = np.stack([lab for _r, lab, _a in edited])
+            images = forward_batch(generator, labels, device, run.config.amp)
+            for (row, lab, attrs), img in zip(edited, images, strict=True):
+                i = int(row["index"])
+                image_arr[i] = img.astype(np.float16)
+                label_arr[i] = lab
+                out_rows.append({
+                    "sample_id": row["sample_id"], "index": i, "stratum": row["stratum"], "edits": row["edits"],
+                    "seed": int(row["seed"]), "model_name": run.model_name, "model_version": run.model_version,
+                    "base_subject": row["base_subject"], "donor_subject": row["donor_subject"], **attrs,
+                })
+    keys = [k for row in out_rows for k in sample_object_keys(int(row["index"]))]
+    objects = [{**o, "key": f"{DATA}/{o['key']}"} for o in objects_payload(digest_objects(store, f"{run.prefix}/{DATA}", keys))]
+    record = {"shard": shard_index, "rows": out_rows, "objects": objects}
+    store.put_bytes(run.shard_key(shard_index), canonical_json(json.loads(json.dumps(record, default=float))))
+    return {**record, "skipped": False}
+
+
+def load_model(store: Store, run: GenerationRun) -> tuple[torch.nn.Module, torch.device]:
+    """The run's committed generator, once, on the configured device."""
+    from synth_core.gan.train import load_generator
+
+    want = run.config.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: 'cuda' was requested but torch sees no CUDA device; valid choices: auto, cpu")
+    device = torch.device("cuda" if (want != "cpu" and torch.cuda.is_available()) else "cpu")
+    generator, _record = load_generator(store, run.model_name, run.model_version, map_location=device)
+    return generator, device
+
+
+def generate_all(store: Store, config: Any) -> dict[str, Any]:
+    """Plain sequential generation (no orchestrator): prepare, every shard, finalize. Idempotent."""
+    from synth_core.generate.run import finalize, load_label_maps, plan_rows_json, prepare
+
+    torch.set_flush_denormal(True)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    run, plan = prepare(store, config)
+    if run.committed or plan is None:
+        return read_record(store, f"{run.prefix}/generation.json") or {}
+    maps = load_label_maps(store, run.snapshots, run.resolution_mm)
+    generator, device = load_model(store, run)
+    for index, start, stop in run.shards():
+        generate_shard(store, run, index, plan_rows_json(plan, start, stop), maps, generator, device)
+    return finalize(store, run, plan)
+
+
+__all__ = ["edit_sample", "forward_batch", "generate_all", "generate_shard", "load_model", "sample_object_keys"]
