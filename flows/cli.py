@@ -190,6 +190,52 @@ def train(
         console.print(f"  validation mean MAE {final.get('mae_mean')}")
 
 
+@app.command()
+def generate(
+    store: Annotated[str, typer.Option(help="Store root: a folder, file:///abs/path or s3://bucket/prefix")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    dataset_name: Annotated[str, typer.Option(help="Dataset name under datasets/")] = "synthmri-demo",
+    n_samples: Annotated[int, typer.Option(help="Samples, balanced over the strata")] = 120,
+    seed: Annotated[int, typer.Option(help="Seed of the whole plan")] = 0,
+    model_name: Annotated[str, typer.Option(help="Model name under models/")] = "label2mri",
+    model_version: Annotated[str | None, typer.Option(help="v<N>; default: the newest committed")] = None,
+    shard_size: Annotated[int, typer.Option(help="Samples per shard (one task each)")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Samples per generator forward pass")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Generate a balanced set of edited tumour cases with a committed model."""
+    _prefect_env()
+    from pydantic import ValidationError
+
+    from schemas.config import StoreConfig
+    from schemas.generate import GenerateConfig, PlanConfig
+
+    try:
+        config = GenerateConfig(
+            store=StoreConfig(url=store, endpoint_url=endpoint_url), dataset_name=dataset_name,
+            plan=PlanConfig(n_samples=n_samples, seed=seed), model_name=model_name, model_version=model_version,
+            shard_size=shard_size, batch_size=batch_size, device=device,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        console.print(f"[red]invalid parameters:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+    from flows.generate import generate as generate_flow
+    from synth_core.storage import StoreAccessError
+
+    try:
+        summary = generate_flow(config)
+    except (StoreAccessError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not summary["created"]:
+        console.print(f"dataset {summary['dataset_name']}/{summary['version']} already generated (nothing to do)")
+        return
+    table = Table("stratum", "source subjects", "generated", title=f"{summary['dataset_name']}/{summary['version']}")
+    for k, v in summary["counts_per_stratum"].items():
+        table.add_row(k, str(summary["source_per_stratum"].get(k, 0)), str(v))
+    console.print(table)
+
+
 @sources_app.command("list")
 def sources_list(
     store: Annotated[str, typer.Option(help="Store root")] = "data/store",

@@ -2,7 +2,8 @@
 
 A shard owns the samples ``[start, stop)`` of the plan; each sample is its own zarr shard in ``image``
 and ``label`` (one writer per shard). The label-map edits of the next batch are prepared in a background
-thread while the generator runs the current one, so generation stays bound by the model (design.md §8).
+thread while the generator runs the current one, and the previous batch is compressed and written by a
+second thread, so generation stays bound by the model (design.md §8).
 Every replayed label map is measured again and must land in its planned stratum. The shard's
 completion record lists its rows (with the measured attributes) and the sha256 of its objects; a
 finished shard is skipped by a rerun and writes nothing.
@@ -87,23 +88,31 @@ def generate_shard(
     def prepare(batch: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], np.ndarray, dict[str, Any]]]:
         return [(row, *edit_sample(row, maps, run)) for row in batch]
 
+    def write(i: int, img: np.ndarray, lab: np.ndarray) -> None:
+        image_arr[i] = img.astype(np.float16)
+        label_arr[i] = lab
+
     batches = list(_batches(list(rows), run.config.batch_size))
-    with ThreadPoolExecutor(max_workers=1) as pool:  # edits of batch k+1 run while the model does batch k
-        pending = pool.submit(prepare, batches[0]) if batches else None
+    # three stages overlap: edits of batch k+1 (one thread), the model on batch k (this thread), and the
+    # compression + writes of batch k-1 (another thread); each sample is still written by exactly one call
+    with ThreadPoolExecutor(max_workers=1) as editor, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = editor.submit(prepare, batches[0]) if batches else None
+        writes = []
         for k in range(len(batches)):
             edited = pending.result()
-            pending = pool.submit(prepare, batches[k + 1]) if k + 1 < len(batches) else None
+            pending = editor.submit(prepare, batches[k + 1]) if k + 1 < len(batches) else None
             labels = np.stack([lab for _r, lab, _a in edited])
             images = forward_batch(generator, labels, device, run.config.amp)
             for (row, lab, attrs), img in zip(edited, images, strict=True):
                 i = int(row["index"])
-                image_arr[i] = img.astype(np.float16)
-                label_arr[i] = lab
+                writes.append(writer.submit(write, i, img, lab))
                 out_rows.append({
                     "sample_id": row["sample_id"], "index": i, "stratum": row["stratum"], "edits": row["edits"],
                     "seed": int(row["seed"]), "model_name": run.model_name, "model_version": run.model_version,
                     "base_subject": row["base_subject"], "donor_subject": row["donor_subject"], **attrs,
                 })
+        for w in writes:
+            w.result()  # surface any write error before the record claims the shard
     keys = [k for row in out_rows for k in sample_object_keys(int(row["index"]))]
     objects = [{**o, "key": f"{DATA}/{o['key']}"} for o in objects_payload(digest_objects(store, f"{run.prefix}/{DATA}", keys))]
     record = {"shard": shard_index, "rows": out_rows, "objects": objects}
