@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.generate import GenerateConfig
 from synth_core.generate.run import GenerationRun, finalize, load_label_maps, plan_rows_json, prepare
+from synth_core.gan.train import flush_denormals
 from synth_core.generate.shard import generate_shard, load_model
 from synth_core.storage import read_record
 from tasks.store import connect
@@ -33,7 +34,8 @@ def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop
         return {"shard": shard_index, "samples": len(read_done["rows"]), "skipped": True}
     maps = load_label_maps(store, run.snapshots, run.resolution_mm)
     generator, device = load_model(store, run)
-    record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)
+    with flush_denormals():
+        record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)
     return {"shard": shard_index, "samples": len(record["rows"]), "skipped": record["skipped"]}
 
 

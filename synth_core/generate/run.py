@@ -79,6 +79,12 @@ class GenerationRun:
         return [(i, start, min(start + size, n)) for i, start in enumerate(range(0, n, size))]
 
 
+def published_versions(store: Store, name: str) -> list[str]:
+    """Versions of dataset ``name`` that carry a ``manifest.json`` (published), oldest first."""
+    return [f"v{v}" for v in list_versions(store, f"datasets/{name}")
+            if store.exists(f"{dataset_prefix(name, f'v{v}')}/manifest.json")]
+
+
 def newest_model_version(store: Store, name: str) -> str:
     for v in reversed(list_versions(store, f"models/{name}")):
         if store.exists(f"{model_prefix(name, f'v{v}')}/{MODEL_RECORD}"):
@@ -254,5 +260,6 @@ __all__ = [
     "newest_model_version",
     "plan_rows_json",
     "prepare",
+    "published_versions",
     "read_samples",
 ]

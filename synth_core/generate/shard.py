@@ -136,7 +136,8 @@ def generate_all(store: Store, config: Any) -> dict[str, Any]:
     """Plain sequential generation (no orchestrator): prepare, every shard, finalize. Idempotent."""
     from synth_core.generate.run import finalize, load_label_maps, plan_rows_json, prepare
 
-    torch.set_flush_denormal(True)
+    from synth_core.gan.train import flush_denormals
+
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     run, plan = prepare(store, config)
@@ -144,8 +145,9 @@ def generate_all(store: Store, config: Any) -> dict[str, Any]:
         return read_record(store, f"{run.prefix}/generation.json") or {}
     maps = load_label_maps(store, run.snapshots, run.resolution_mm)
     generator, device = load_model(store, run)
-    for index, start, stop in run.shards():
-        generate_shard(store, run, index, plan_rows_json(plan, start, stop), maps, generator, device)
+    with flush_denormals():
+        for index, start, stop in run.shards():
+            generate_shard(store, run, index, plan_rows_json(plan, start, stop), maps, generator, device)
     return finalize(store, run, plan)
 
 

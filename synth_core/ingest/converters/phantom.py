@@ -674,12 +674,10 @@ def generate_phantom_subject(
         composition, components = _plan_tumours(rng_tumour, template, scale)
     coords = _deformation_coords(rng_anat, template, scale, components)
 
-    def warp(volume: np.ndarray) -> np.ndarray:
-        return ndimage.map_coordinates(
-            volume, coords, order=1, mode="constant", cval=0.0, output=np.float32, prefilter=False
-        )
-
-    p_csf, p_gm, p_wm = warp(template.csf), warp(template.gm), warp(template.wm)
+    p_csf, p_gm, p_wm = (
+        ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0, output=np.float32, prefilter=False)
+        for volume in (template.csf, template.gm, template.wm)
+    )
     del coords
     total = p_csf + p_gm + p_wm
     mask = total >= 0.5

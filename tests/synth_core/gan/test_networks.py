@@ -19,7 +19,15 @@ from synth_core.gan.networks import (
     weighted_l1,
 )
 
-torch.set_flush_denormal(True)  # design.md §8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _flush_denormals():
+    """design.md §8 (denormals slow CPU steps 10×); reset afterwards so no other test inherits the CPU flag."""
+    from synth_core.gan.train import flush_denormals
+
+    with flush_denormals():
+        yield
 
 
 def _tiny(depth: int = 3, **kw: object) -> GeneratorConfig:
