@@ -14,6 +14,8 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SynthMRI Factory: annotated synthetic brain-tumour MRI.")
 sources_app = typer.Typer(no_args_is_help=True, help="Curated source snapshots in the store.")
 app.add_typer(sources_app, name="sources")
+datasets_app = typer.Typer(no_args_is_help=True, help="Published synthetic datasets: list, show, verify, export.")
+app.add_typer(datasets_app, name="datasets")
 console = Console()
 
 
@@ -234,6 +236,136 @@ def generate(
     for k, v in summary["counts_per_stratum"].items():
         table.add_row(k, str(summary["source_per_stratum"].get(k, 0)), str(v))
     console.print(table)
+
+
+@app.command()
+def build(
+    store: Annotated[str, typer.Option(help="Store root: a folder, file:///abs/path or s3://bucket/prefix")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+    source: Annotated[str, typer.Option(help="Converter of the source: phantom, brats, msd_task01, nifti_folder")] = "phantom",
+    path: Annotated[str, typer.Option(help="Source folder (phantom: where to build it)")] = "data/sources/phantom",
+    dataset_name: Annotated[str, typer.Option(help="Dataset name under datasets/")] = "synthmri-demo",
+    n_samples: Annotated[int, typer.Option(help="Samples, balanced over the strata")] = 36,
+    steps: Annotated[int, typer.Option(help="Training steps (CPU demo: 2 mm, small model)")] = 1500,
+    reuse_model: Annotated[str | None, typer.Option(help="Skip training: committed model version v<N>")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed of the generation plan")] = 0,
+) -> None:
+    """The whole chain: ingest → train → generate → publish the next dataset version."""
+    _prefect_env()
+    from schemas.build import BuildConfig, demo_generate, demo_train
+    from schemas.config import IngestConfig, SourceConfig, StoreConfig
+
+    base = BuildConfig()
+    try:
+        config = BuildConfig(
+            store=StoreConfig(url=store, endpoint_url=endpoint_url),
+            ingest=IngestConfig(source=SourceConfig(kind=source, path=path)),  # type: ignore[arg-type]
+            train=demo_train().model_copy(update={"steps": steps}),
+            reuse_model_version=reuse_model,
+            generate=demo_generate().model_copy(update={
+                "dataset_name": dataset_name,
+                "plan": base.generate.plan.model_copy(update={"n_samples": n_samples, "seed": seed}),
+            }),
+        )
+    except ValueError as exc:
+        console.print(f"[red]invalid parameters:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+    from flows.build import build_dataset
+    from synth_core.storage import StoreAccessError
+
+    try:
+        summary = build_dataset(config)
+    except (StoreAccessError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    table = Table("stratum", "in the source", "generated", title=f"{summary['dataset_name']}/{summary['version']}")
+    for k, v in summary["counts_per_stratum"].items():
+        table.add_row(k, str(summary["source_per_stratum"].get(k, 0)), str(v))
+    console.print(table)
+    verdict = "verified: every object matches the manifest" if not summary["verify_problems"] else f"VERIFY FAILED: {summary['verify_problems'][:3]}"
+    console.print(
+        f"published [bold]{summary['dataset_name']}/{summary['version']}[/bold] ({summary['samples']} samples, "
+        f"model {summary['model']}, source {summary['snapshot']}); {verdict}\n"
+        f"  dataset: {summary['url']}\n  montage: {summary['montage']}\n"
+        f"  open it: python -c \"from synth_core.consume import open_dataset; "
+        f"ds = open_dataset('{store}', '{summary['dataset_name']}'); print(ds.samples.head())\""
+    )
+
+
+def _open_store(store: str, endpoint_url: str | None):  # noqa: ANN202
+    from schemas.config import StoreConfig
+    from synth_core.storage import open_store
+
+    return open_store(StoreConfig(url=store, endpoint_url=endpoint_url))
+
+
+@datasets_app.command("list")
+def datasets_list(
+    store: Annotated[str, typer.Option(help="Store root")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+) -> None:
+    """Datasets in the store with their LATEST and versions."""
+    from synth_core.publish import list_datasets
+
+    table = Table("dataset", "latest", "versions by state")
+    for entry in list_datasets(_open_store(store, endpoint_url)):
+        states = {k: v for k, v in entry.items() if k not in ("name", "latest") and v}
+        table.add_row(entry["name"], str(entry.get("latest")), "; ".join(f"{k}: {', '.join(v)}" for k, v in states.items()))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    version: Annotated[str, typer.Option(help="v<N> or latest")] = "latest",
+    store: Annotated[str, typer.Option(help="Store root")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+) -> None:
+    """A published version's manifest summary."""
+    import json
+
+    from synth_core.publish import show
+
+    console.print_json(json.dumps(show(_open_store(store, endpoint_url), name, version), default=str))
+
+
+@datasets_app.command("verify")
+def datasets_verify(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    version: Annotated[str, typer.Option(help="v<N> or latest")] = "latest",
+    store: Annotated[str, typer.Option(help="Store root")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+) -> None:
+    """Re-read every object of a published version against its manifest (exit 1 on any problem)."""
+    from synth_core.publish import verify
+
+    problems = verify(_open_store(store, endpoint_url), name, version)
+    if problems:
+        for p in problems:
+            console.print(f"[red]{p}[/red]")
+        raise typer.Exit(1)
+    console.print(f"{name} {version}: every object matches its manifest")
+
+
+@datasets_app.command("export")
+def datasets_export(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    out: Annotated[str, typer.Option(help="Output folder")],
+    fmt: Annotated[str, typer.Option("--format", help="nifti or nnunet")] = "nnunet",
+    version: Annotated[str, typer.Option(help="v<N> or latest")] = "latest",
+    store: Annotated[str, typer.Option(help="Store root")] = "data/store",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint URL")] = None,
+) -> None:
+    """Export a published version as NIfTI files or an nnU-Net v2 raw dataset."""
+    from pathlib import Path
+
+    from synth_core.consume import export_nifti, export_nnunet, open_dataset
+
+    if fmt not in ("nifti", "nnunet"):
+        raise typer.BadParameter(f"--format: valid choices are nifti, nnunet; received {fmt!r}")
+    ds = open_dataset(_open_store(store, endpoint_url), name, version)
+    result = export_nnunet(ds, Path(out)) if fmt == "nnunet" else export_nifti(ds, Path(out))
+    console.print(f"exported {name} {ds.version if hasattr(ds, 'version') else version} → {result if fmt == 'nnunet' else out}")
 
 
 @sources_app.command("list")

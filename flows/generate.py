@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from schemas.generate import GenerateConfig
-from tasks.generate import finalize_task, prepare_task, shard_task
+from tasks.generate import finalize_task, prepare_task, read_generation_task, shard_task
 from tasks.store import open_store_task
 
 
@@ -18,7 +18,12 @@ def generate(config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:  # no
     run, plan = prepare_task(config)
     if run.committed:
         get_run_logger().info("dataset %s/%s already generated: nothing to do", config.dataset_name, run.version)
-        return {"dataset_name": config.dataset_name, "version": run.version, "created": False}
+        record = read_generation_task(run)
+        return {
+            "dataset_name": config.dataset_name, "version": run.version, "created": False,
+            "samples": record.get("n_samples"), "counts_per_stratum": record.get("counts_per_stratum", {}),
+            "source_per_stratum": record.get("source_per_stratum", {}),
+        }
     futures = [shard_task.submit(run, plan, index, start, stop) for index, start, stop in run.shards()]
     shards = [f.result() for f in futures]
     record = finalize_task(run, plan)

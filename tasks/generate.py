@@ -39,6 +39,12 @@ def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop
     return {"shard": shard_index, "samples": len(record["rows"]), "skipped": record["skipped"]}
 
 
+@task(name="read-generation", cache_policy=NO_CACHE)
+def read_generation_task(run: GenerationRun) -> dict[str, Any]:
+    """The committed ``generation.json`` of an already generated version."""
+    return read_record(connect(run.config.store), f"{run.prefix}/generation.json") or {}
+
+
 @task(name="finalize-generation", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
 def finalize_task(run: GenerationRun, plan: Any) -> dict[str, Any]:
     record = finalize(connect(run.config.store), run, plan)
@@ -59,4 +65,4 @@ def finalize_task(run: GenerationRun, plan: Any) -> dict[str, Any]:
     return record
 
 
-__all__ = ["finalize_task", "prepare_task", "shard_task"]
+__all__ = ["finalize_task", "prepare_task", "read_generation_task", "shard_task"]
