@@ -81,7 +81,7 @@ def test_publishers_wait_for_the_limit(prefect_api: PrefectServer, built: Built,
     worker = threading.Thread(target=contextvars.copy_context().run, args=(run,))
     with concurrency(limit, occupy=1, strict=True):  # another publisher of this dataset holds the slot
         worker.start()
-        time.sleep(2.5)
+        time.sleep(2)
         assert not manifest.exists()  # the flow waits for the slot: nothing committed
         released = time.time()
     worker.join(timeout=120)

@@ -17,7 +17,7 @@ from schemas.labels import LABELS, MODALITIES
 from synth_core.consume import SyntheticDataset, canonical_affine, open_dataset
 from synth_core.consume.torch_dataset import SyntheticTorchDataset
 from synth_core.generate.shard import generate_all
-from synth_core.storage import S3Credentials, Store, canonical_json, commit_record, digest_objects, objects_payload
+from synth_core.storage import S3Credentials, Store, canonical_json, commit_record, digest_objects, objects_payload, open_store
 from tests.servers import S3Server
 from tests.synth_core.generate.test_shard import model_store  # noqa: F401 - fixture reuse
 
@@ -259,10 +259,13 @@ def test_dataloader_with_two_workers(generated: tuple[Store, str]) -> None:
 def test_open_from_s3_and_load_in_workers(generated: tuple[Store, str], s3: S3Server) -> None:
     """The same dataset served by an S3-compatible server (rclone): open, verify and DataLoader workers."""
     store, version = generated
-    assert s3.root is not None
-    target = s3.root / s3.bucket / "consume" / "datasets" / "consume-s3" / "v1"
-    shutil.copytree(store.local_path(f"datasets/{NAME}/{version}"), target)
     creds = S3Credentials(s3.key, s3.secret)
+    # upload through the S3 API (rclone caches directory listings: files dropped into its folder behind
+    # its back stay invisible for minutes once the bucket was listed)
+    remote = open_store(StoreConfig(url=f"s3://{s3.bucket}/consume", endpoint_url=s3.endpoint), creds)
+    src = f"datasets/{NAME}/{version}"
+    for key in store.list(src):
+        remote.put_bytes(f"datasets/consume-s3/v1/{key[len(src) + 1:]}", store.get_bytes(key))
     ds = open_dataset(f"s3://{s3.bucket}/consume", "consume-s3", endpoint_url=s3.endpoint, credentials=creds,
                       require_published=False)
     assert ds.version == "v1" and ds.url.startswith(f"s3://{s3.bucket}/consume/datasets/consume-s3/v1")

@@ -21,7 +21,7 @@ from synth_core.storage import Store, open_store
 
 DATASET = "pub-demo"
 PLANTED_DESCRIP = "St-Elsewhere MR3 operator jdoe"
-N_SAMPLES = 12
+N_SAMPLES = 8
 
 
 @dataclass(frozen=True)
