@@ -6,7 +6,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.config import IngestConfig, SourceConfig, StoreConfig
 from schemas.generate import GenerateConfig, PlanConfig
-from schemas.train import DataConfig, DiscriminatorConfig, GeneratorConfig, OptimConfig, TrainConfig
+from schemas.train import (
+    DataConfig,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    OptimConfig,
+    TrainConfig,
+)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 

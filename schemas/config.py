@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
+
+def check_id(field: str, value: str | None) -> str | None:
+    """Validate an id used as a store path segment (source, snapshot, model, dataset); None passes."""
+    if value is not None and not _ID_RE.match(value):
+        raise ValueError(f"{field}: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
+    return value
+
 SourceKind = Literal["msd_task01", "brats", "nifti_folder", "phantom"]
 SOURCE_KINDS: tuple[str, ...] = ("msd_task01", "brats", "nifti_folder", "phantom")
 
@@ -202,9 +209,7 @@ class SourceConfig(BaseModel):
     @field_validator("source_id")
     @classmethod
     def _source_id(cls, value: str | None) -> str | None:
-        if value is not None and not _ID_RE.match(value):
-            raise ValueError(f"source_id: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
-        return value
+        return check_id("source_id", value)
 
     @model_validator(mode="after")
     def _kind_options(self) -> SourceConfig:
@@ -238,9 +243,7 @@ class IngestConfig(BaseModel):
     @field_validator("snapshot_id")
     @classmethod
     def _snapshot_id(cls, value: str | None) -> str | None:
-        if value is not None and not _ID_RE.match(value):
-            raise ValueError(f"snapshot_id: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
-        return value
+        return check_id("snapshot_id", value)
 
 
 __all__ = [
@@ -254,5 +257,6 @@ __all__ = [
     "SourceKind",
     "StoreConfig",
     "TissueConfig",
+    "check_id",
     "normalize_store_url",
 ]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.config import StoreConfig
+from schemas.config import StoreConfig, check_id
 from schemas.train import SnapshotRef
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -112,9 +111,7 @@ class GenerateConfig(BaseModel):
     @field_validator("dataset_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", value):
-            raise ValueError(f"dataset_name: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
-        return value
+        return check_id("dataset_name", value)  # type: ignore[return-value]
 
 
 __all__ = ["REGIONS", "STRATUM_AXES", "GenerateConfig", "PlanConfig", "StrataConfig", "StratumAxis"]

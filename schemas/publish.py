@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.config import StoreConfig
+from schemas.config import StoreConfig, check_id
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -40,9 +40,7 @@ class PublishConfig(BaseModel):
     @field_validator("dataset_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", value):
-            raise ValueError(f"dataset_name: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
-        return value
+        return check_id("dataset_name", value)  # type: ignore[return-value]
 
     @field_validator("version")
     @classmethod

@@ -7,11 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.config import StoreConfig
+from schemas.config import StoreConfig, check_id
 from schemas.labels import LABELS
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class SnapshotRef(BaseModel):
@@ -124,9 +123,7 @@ class TrainConfig(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _ID_RE.match(value):
-            raise ValueError(f"model_name: expected lowercase [a-z0-9_.-], at most 64 chars, received {value!r}")
-        return value
+        return check_id("model_name", value)  # type: ignore[return-value]
 
     @field_validator("model_version")
     @classmethod
