@@ -34,6 +34,27 @@ def _grid(value: str) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
+RunnerOpt = Annotated[str, typer.Option("--runner", help="Task runner of per-subject/per-shard work: threads or dask")]
+DaskAddressOpt = Annotated[str | None, typer.Option(help="dask: tcp://host:8786 of a running scheduler")]
+DaskWorkersOpt = Annotated[int, typer.Option(help="dask: LocalCluster worker processes (no address/spec)")]
+ClusterSpecOpt = Annotated[str | None, typer.Option(help="dask: cluster spec YAML (infra/dask/slurm.yaml, kubernetes.yaml)")]
+
+
+def _execution(runner: str, dask_address: str | None, dask_workers: int, cluster_spec: str | None):  # noqa: ANN202
+    """The ExecutionConfig of the --runner/--dask-* options (exit 2 with the reason when invalid)."""
+    from pydantic import ValidationError
+
+    from schemas.orchestration import ExecutionConfig, load_cluster_spec
+
+    try:
+        cluster = load_cluster_spec(cluster_spec) if cluster_spec else None
+        return ExecutionConfig(task_runner=runner, dask_address=dask_address, n_workers=dask_workers,  # type: ignore[arg-type]
+                               cluster=cluster)
+    except (ValidationError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]invalid execution options:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+
+
 class _ProgressHandler(logging.Handler):
     def __init__(self, progress: Progress) -> None:
         super().__init__(logging.INFO)
@@ -64,6 +85,10 @@ def ingest(
     grid: Annotated[str, typer.Option(help="Canonical grid x,y,z (1 mm voxels)")] = "160,192,160",
     workers: Annotated[int, typer.Option(help="Subjects processed concurrently")] = 2,
     snapshot_id: Annotated[str | None, typer.Option(help="Snapshot id (default: derived from inputs and config)")] = None,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
+    dask_workers: DaskWorkersOpt = 2,
+    cluster_spec: ClusterSpecOpt = None,
 ) -> None:
     """Ingest a public dataset into a validated, canonical snapshot (quarantining bad subjects)."""
     _prefect_env()
@@ -101,7 +126,7 @@ def ingest(
         plog.setLevel(logging.INFO)
         plog.propagate = False  # drawn as the bar, not printed as log lines
         try:
-            summary = ingest_flow(config)
+            summary = ingest_flow(config, _execution(runner, dask_address, dask_workers, cluster_spec))
         except StoreAccessError as exc:
             console.print(f"[red]store error:[/red] {exc}")
             raise typer.Exit(2) from None
@@ -204,6 +229,10 @@ def generate(
     shard_size: Annotated[int, typer.Option(help="Samples per shard (one task each)")] = 16,
     batch_size: Annotated[int, typer.Option(help="Samples per generator forward pass")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
+    dask_workers: DaskWorkersOpt = 2,
+    cluster_spec: ClusterSpecOpt = None,
 ) -> None:
     """Generate a balanced set of edited tumour cases with a committed model."""
     _prefect_env()
@@ -225,7 +254,7 @@ def generate(
     from synth_core.storage import StoreAccessError
 
     try:
-        summary = generate_flow(config)
+        summary = generate_flow(config, _execution(runner, dask_address, dask_workers, cluster_spec))
     except (StoreAccessError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -249,6 +278,10 @@ def build(
     steps: Annotated[int, typer.Option(help="Training steps (CPU demo: 2 mm, small model)")] = 1500,
     reuse_model: Annotated[str | None, typer.Option(help="Skip training: committed model version v<N>")] = None,
     seed: Annotated[int, typer.Option(help="Base seed of the generation plan")] = 0,
+    runner: RunnerOpt = "threads",
+    dask_address: DaskAddressOpt = None,
+    dask_workers: DaskWorkersOpt = 2,
+    cluster_spec: ClusterSpecOpt = None,
 ) -> None:
     """The whole chain: ingest → train → generate → publish the next dataset version."""
     _prefect_env()
@@ -274,7 +307,7 @@ def build(
     from synth_core.storage import StoreAccessError
 
     try:
-        summary = build_dataset(config)
+        summary = build_dataset(config, _execution(runner, dask_address, dask_workers, cluster_spec))
     except (StoreAccessError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -7,13 +7,19 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from schemas.generate import GenerateConfig
+from schemas.orchestration import ExecutionConfig
 from tasks.generate import finalize_task, prepare_task, read_generation_task, shard_task
+from tasks.runners import describe, submit, task_runner
 from tasks.store import open_store_task
 
 
 @flow(name="generate", log_prints=False)
-def generate(config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:  # noqa: B008 - frozen pydantic default
-    """Plan, then one task per shard (fanned out by the task runner), then finalize. Reruns skip finished shards."""
+def generate(
+    config: GenerateConfig = GenerateConfig(),  # noqa: B008 - frozen pydantic default
+    execution: ExecutionConfig = ExecutionConfig(),  # noqa: B008
+) -> dict[str, Any]:
+    """Plan, then one task per shard (fanned out on ``execution``'s task runner: threads or Dask), then
+    finalize. Reruns skip finished shards. On CUDA each shard holds one slot of the ``gpu`` limit."""
     open_store_task(config.store)
     run, plan = prepare_task(config)
     if run.committed:
@@ -24,8 +30,13 @@ def generate(config: GenerateConfig = GenerateConfig()) -> dict[str, Any]:  # no
             "samples": record.get("n_samples"), "counts_per_stratum": record.get("counts_per_stratum", {}),
             "source_per_stratum": record.get("source_per_stratum", {}),
         }
-    futures = [shard_task.submit(run, plan, index, start, stop) for index, start, stop in run.shards()]
-    shards = [f.result() for f in futures]
+    shards_todo = run.shards()
+    width = max(1, len(shards_todo))  # threads: every shard at once, as before (the gpu limit bounds CUDA work)
+    get_run_logger().info("%d shard(s) on %s", len(shards_todo), describe(execution, width))
+    with task_runner(execution, width) as runner:
+        futures = [submit(runner, shard_task, run=run, plan=plan, shard_index=index, start=start, stop=stop,
+                          execution=execution) for index, start, stop in shards_todo]
+        shards = [f.result() for f in futures]
     record = finalize_task(run, plan)
     return {
         "dataset_name": config.dataset_name,

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
 from schemas.config import IngestConfig
+from schemas.orchestration import ExecutionConfig
 from tasks.ingest import (
     committed_task,
     discover_task,
@@ -21,6 +22,7 @@ from tasks.ingest import (
     report_progress,
     start_progress,
 )
+from tasks.runners import describe, submit, task_runner
 from tasks.store import open_store_task
 
 progress_log = logging.getLogger("synthmri.progress")
@@ -28,11 +30,16 @@ progress_log = logging.getLogger("synthmri.progress")
 
 
 @flow(name="ingest", log_prints=False)
-def ingest(config: IngestConfig = IngestConfig()) -> dict[str, Any]:  # noqa: B008 - frozen pydantic default
+def ingest(
+    config: IngestConfig = IngestConfig(),  # noqa: B008 - frozen pydantic default
+    execution: ExecutionConfig = ExecutionConfig(),  # noqa: B008
+) -> dict[str, Any]:
     """Ingest one source: discover, validate and canonicalize each subject, quarantine bad ones, commit.
 
     Finished subjects (a completion record in the store with the same source checksums) are skipped, so
     a rerun after completion does no work and a rerun after a crash finishes without duplicates.
+    Subjects run on ``execution``'s task runner (threads, or Dask: one subject per task); the snapshot's
+    bytes do not depend on it.
     """
     logger = get_run_logger()
     open_store_task(config.store)  # fail fast, clearly, on a bad store / bad credentials
@@ -49,16 +56,19 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict[str, Any]:  # noqa: B0
         fresh = ingest_subject_task.with_options(refresh_cache=True)  # no record in the store: never trust a cache
         pending = list(discovery.subjects)
         running: list[Any] = []
-        while pending or running:
-            while pending and len(running) < config.max_workers:
-                subject = pending.pop(0)
-                runner = ingest_subject_task if plan.subject_ids[subject.source_ref] in recorded else fresh
-                running.append(runner.submit(plan, subject))
-            completed = next(iter(as_completed(running)))  # keep at most max_workers subjects in flight
-            running.remove(completed)
-            outcomes.append(completed.result())
-            progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})
-            report_progress(artifact, len(outcomes), total)
+        in_flight = execution.max_workers or config.max_workers
+        logger.info("%d subject(s) on %s", total, describe(execution, config.max_workers))
+        with task_runner(execution, config.max_workers) as runner:
+            while pending or running:
+                while pending and len(running) < in_flight:
+                    subject = pending.pop(0)
+                    one = ingest_subject_task if plan.subject_ids[subject.source_ref] in recorded else fresh
+                    running.append(submit(runner, one, plan=plan, subject=subject))
+                completed = next(iter(as_completed(running)))  # keep at most in_flight subjects in flight
+                running.remove(completed)
+                outcomes.append(completed.result())
+                progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})
+                report_progress(artifact, len(outcomes), total)
     result = finalize_task(plan, discovery)
     if outcomes:
         publish_outcome_table(plan, outcomes, result)

@@ -85,6 +85,12 @@ class StoreConfig(BaseModel):
     def _url(cls, value: str) -> str:
         return normalize_store_url(value)
 
+    @field_validator("endpoint_url", "region", "credentials_block", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        """An empty form field (Prefect UI, a deployment's ``{{ $VAR }}`` left empty) means "not set"."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:

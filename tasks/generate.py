@@ -9,10 +9,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from schemas.generate import GenerateConfig
+from schemas.orchestration import ExecutionConfig
 from synth_core.generate.run import GenerationRun, finalize, load_label_maps, plan_rows_json, prepare
 from synth_core.gan.train import flush_denormals
 from synth_core.generate.shard import generate_shard, load_model
 from synth_core.storage import read_record
+from tasks.runners import gpu_slot, resolved_device
 from tasks.store import connect
 
 
@@ -26,16 +28,21 @@ def prepare_task(config: GenerateConfig) -> tuple[GenerationRun, Any]:
 
 @task(name="generate-shard", task_run_name="shard-{shard_index}", retries=2, retry_delay_seconds=[5, 30],
       cache_policy=NO_CACHE)
-def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop: int) -> dict[str, Any]:
-    """One shard: the model is loaded once per task; a finished shard (record present) is skipped."""
+def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop: int,
+               execution: ExecutionConfig | None = None) -> dict[str, Any]:
+    """One shard: the model is loaded once per task; a finished shard (record present) is skipped.
+
+    On CUDA the shard holds one slot of ``execution.gpu_limit`` while its model is resident.
+    """
     store = connect(run.config.store)
     read_done = read_record(store, run.shard_key(shard_index))
     if read_done is not None:
         return {"shard": shard_index, "samples": len(read_done["rows"]), "skipped": True}
     maps = load_label_maps(store, run.snapshots, run.resolution_mm)
-    generator, device = load_model(store, run)
-    with flush_denormals():
-        record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)
+    with gpu_slot(execution or ExecutionConfig(), resolved_device(run.config.device)):
+        generator, device = load_model(store, run)
+        with flush_denormals():
+            record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)
     return {"shard": shard_index, "samples": len(record["rows"]), "skipped": record["skipped"]}
 
 

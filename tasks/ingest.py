@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ def ingest_subject_task(plan: SnapshotPlan, subject: SubjectInput) -> dict[str, 
         "value": outcome.rejection.value if outcome.rejection else None,
         "message": outcome.rejection.message if outcome.rejection else None,
         "timings": {k: round(v, 4) for k, v in outcome.timings.items()},
+        "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process ran it (threads, Dask workers)
     }
 
 

@@ -11,9 +11,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from schemas.config import StoreConfig
 from schemas.labels import MODALITIES
+from schemas.orchestration import ExecutionConfig, ModelOrigin
 from schemas.train import TrainConfig
 from synth_core.gan.train import TrainResult, Validation, train
+from tasks.events import announce_model
+from tasks.runners import gpu_slot, resolved_device
 from tasks.store import connect
 
 
@@ -35,8 +39,11 @@ def validation_markdown(model: str, v: Validation, png_url: str) -> str:
 
 
 @task(name="train-gan", retries=1, retry_delay_seconds=30, cache_policy=NO_CACHE)
-def train_task(config: TrainConfig) -> dict[str, Any]:
-    """Train or resume the model version for ``config`` (a retry resumes from the newest checkpoint)."""
+def train_task(config: TrainConfig, execution: ExecutionConfig | None = None) -> dict[str, Any]:
+    """Train or resume the model version for ``config`` (a retry resumes from the newest checkpoint).
+
+    On CUDA the whole run holds one slot of ``execution.gpu_limit``.
+    """
     logger = get_run_logger()
     store = connect(config.store)
     progress_id = create_progress_artifact(progress=0.0, description=f"train {config.model_name}")
@@ -57,7 +64,8 @@ def train_task(config: TrainConfig) -> dict[str, Any]:
             description=f"validation at step {v.step}",
         )
 
-    result: TrainResult = train(store, config, on_validation=on_validation, on_progress=on_progress)
+    with gpu_slot(execution or ExecutionConfig(), resolved_device(config.device)):
+        result: TrainResult = train(store, config, on_validation=on_validation, on_progress=on_progress)
     if result.resumed_from:
         logger.info("resumed from step %d", result.resumed_from)
     return {
@@ -72,4 +80,11 @@ def train_task(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-__all__ = ["train_task", "validation_markdown"]
+@task(name="announce-model", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def announce_task(store: StoreConfig, model_name: str, version: str, url: str, origin: ModelOrigin) -> None:
+    """Emit ``synthmri.model.registered`` (automations run generation on new standalone models)."""
+    announce_model(store, model_name, version, url, origin)
+    get_run_logger().info("announced %s/%s (origin %s)", model_name, version, origin)
+
+
+__all__ = ["announce_task", "train_task", "validation_markdown"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PrefectServer, S3Server, moto_s3, prefect_server, rclone_s3
+from tests.servers import PrefectServer, S3Server, moto_s3, prefect_server, rclone_s3, using_prefect
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -49,20 +49,8 @@ def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """One real Prefect server for the whole session; the test process talks to it."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as server:
-        old = {k: os.environ.get(k) for k in server.env()}
-        os.environ.update(server.env())
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: str(server.home)}):
-                yield server
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as server, using_prefect(server):
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -164,4 +164,47 @@ def prefect_server(workdir: Path, *, ui: bool = False) -> Iterator[PrefectServer
         _stop(proc)
 
 
-__all__ = ["PrefectServer", "S3Server", "free_port", "moto_s3", "prefect_server", "rclone_s3"]
+@contextmanager
+def using_prefect(server: PrefectServer) -> Iterator[PrefectServer]:
+    """Point this process (env and Prefect's settings) at ``server`` for the block, then restore."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    old = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_HOME: str(server.home)}):
+            yield server
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def prefect_worker(pool: str, env: dict[str, str], workdir: Path, cwd: Path) -> Iterator[Path]:
+    """``prefect worker start --pool <pool>`` (a process worker); yields its log file."""
+    log = workdir / f"worker-{pool}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [_tool("prefect"), "worker", "start", "--pool", pool, "--name", f"test-{pool}", "--type", "process"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+        )
+    try:
+        _wait(lambda: b"started" in log.read_bytes().lower(), proc, log, f"prefect worker ({pool})", 120)
+        yield log
+    finally:
+        _stop(proc)
+
+
+__all__ = [
+    "PrefectServer",
+    "S3Server",
+    "free_port",
+    "moto_s3",
+    "prefect_server",
+    "prefect_worker",
+    "rclone_s3",
+    "using_prefect",
+]

@@ -49,7 +49,7 @@ from synth_core.gan.networks import GANLoss, PatchDiscriminator3D, UNet3DGenerat
 from synth_core.gan.render import validation_grid
 from synth_core.provenance import producer
 from synth_core.storage import Store, canonical_json, commit_record, digest_objects, objects_payload, read_record
-from synth_core.storage.versions import claim_version
+from synth_core.storage.versions import claim_version, find_version
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,14 @@ def resolve_version(store: Store, config: TrainConfig) -> tuple[str, bool]:
         completion_record=MODEL_RECORD,
         explicit=config.model_version,
     )
+
+
+def committed_version(store: Store, config: TrainConfig) -> str | None:
+    """The committed model version trained with ``config`` (same config hash), or None. Read-only."""
+    version = config.model_version or find_version(store, f"models/{config.model_name}", config_hash(config))
+    if version is None or not store.exists(f"{model_prefix(config.model_name, version)}/{MODEL_RECORD}"):
+        return None
+    return version
 
 
 def build_models(config: TrainConfig) -> tuple[UNet3DGenerator, PatchDiscriminator3D]:
@@ -391,6 +399,7 @@ __all__ = [
     "TrainResult",
     "Validation",
     "build_models",
+    "committed_version",
     "config_hash",
     "flush_denormals",
     "load_generator",

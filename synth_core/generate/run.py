@@ -35,7 +35,7 @@ from synth_core.generate.plan import BaseBrain, Candidate, build_plan_from_confi
 from synth_core.ingest.snapshot import read_subjects, snapshot_prefix
 from synth_core.provenance import producer
 from synth_core.storage import Store, canonical_json, commit_record, objects_payload, read_record
-from synth_core.storage.versions import claim_version, list_versions
+from synth_core.storage.versions import claim_version, find_version, list_versions
 
 GENERATION_RECORD = "generation.json"
 PLAN_TABLE = "plan.parquet"
@@ -77,6 +77,14 @@ class GenerationRun:
         """(shard index, first sample, stop) for the plan's samples."""
         n, size = self.config.plan.n_samples, self.config.shard_size
         return [(i, start, min(start + size, n)) for i, start in enumerate(range(0, n, size))]
+
+
+def generated_version(store: Store, config: GenerateConfig) -> str | None:
+    """The dataset version generated (``generation.json`` committed) for ``config``, or None. Read-only."""
+    version = find_version(store, f"datasets/{config.dataset_name}", config_hash(config))
+    if version is None or not store.exists(f"{dataset_prefix(config.dataset_name, version)}/{GENERATION_RECORD}"):
+        return None
+    return version
 
 
 def published_versions(store: Store, name: str) -> list[str]:
@@ -256,6 +264,7 @@ __all__ = [
     "create_arrays",
     "dataset_prefix",
     "finalize",
+    "generated_version",
     "load_label_maps",
     "newest_model_version",
     "plan_rows_json",

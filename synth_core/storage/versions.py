@@ -23,6 +23,19 @@ def list_versions(store: Store, parent: str) -> list[int]:
     return sorted(int(f[1:]) for f in store.list_dirs(parent) if f.startswith("v") and f[1:].isdigit())
 
 
+def find_version(store: Store, parent: str, config_hash: str) -> str | None:
+    """The newest version under ``parent`` whose run record carries ``config_hash`` (None: none started).
+
+    Read-only: this is how a parent flow finds what a child run (another process, another machine)
+    wrote for the same config, from the store rather than from the child's return value.
+    """
+    for v in reversed(list_versions(store, parent)):
+        run = read_record(store, f"{parent}/v{v}/{RUN_RECORD}")
+        if run is not None and run.get("config_hash") == config_hash:
+            return f"v{v}"
+    return None
+
+
 def claim_version(
     store: Store,
     parent: str,
@@ -52,11 +65,9 @@ def claim_version(
             commit_record(store, f"{prefix}/{RUN_RECORD}", payload)
         return explicit, store.exists(f"{prefix}/{completion_record}")
     versions = list_versions(store, parent)
-    for v in reversed(versions):
-        prefix = f"{parent}/v{v}"
-        run = read_record(store, f"{prefix}/{RUN_RECORD}")
-        if run is not None and run.get("config_hash") == config_hash:
-            return f"v{v}", store.exists(f"{prefix}/{completion_record}")
+    found = find_version(store, parent, config_hash)
+    if found is not None:
+        return found, store.exists(f"{parent}/{found}/{completion_record}")
     nxt = (versions[-1] if versions else 0) + 1
     while True:
         try:
@@ -66,4 +77,4 @@ def claim_version(
             nxt += 1
 
 
-__all__ = ["RUN_RECORD", "claim_version", "list_versions"]
+__all__ = ["RUN_RECORD", "claim_version", "find_version", "list_versions"]

@@ -1,0 +1,95 @@
+"""Task runners built from an :class:`~schemas.orchestration.ExecutionConfig`, and GPU slots.
+
+A flow picks its runner from a parameter at run time (a deployment's UI form can switch a run to Dask),
+so flows enter the runner here and submit through it, exactly as ``Task.submit`` does through the flow's
+own runner. Dask comes from prefect-dask's ``DaskTaskRunner``: a ``LocalCluster`` by default, a running
+scheduler (``dask_address``) or any cluster class (dask-jobqueue, dask-kubernetes) from a spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from schemas.orchestration import ExecutionConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_task_runner(execution: ExecutionConfig, default_workers: int) -> TaskRunner:
+    """A fresh (not yet started) task runner for ``execution``; ``default_workers`` when it names none."""
+    workers = execution.max_workers or default_workers
+    if execution.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    if execution.dask_address:
+        return DaskTaskRunner(address=execution.dask_address)
+    if execution.cluster is not None:
+        spec = execution.cluster
+        return DaskTaskRunner(cluster_class=spec.cluster_class, cluster_kwargs=dict(spec.cluster_kwargs),
+                              adapt_kwargs=dict(spec.adapt_kwargs) if spec.adapt_kwargs else None)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": execution.n_workers,
+            "threads_per_worker": execution.threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,  # no fixed port: two flows on one host must not collide
+        },
+    )
+
+
+def describe(execution: ExecutionConfig, default_workers: int) -> str:
+    if execution.task_runner == "threads":
+        return f"threads ({execution.max_workers or default_workers} in flight)"
+    if execution.dask_address:
+        return f"dask scheduler {execution.dask_address}"
+    if execution.cluster is not None:
+        return f"dask {execution.cluster.cluster_class}"
+    return f"dask LocalCluster ({execution.n_workers} workers × {execution.threads_per_worker} thread(s))"
+
+
+@contextmanager
+def task_runner(execution: ExecutionConfig, default_workers: int) -> Iterator[TaskRunner]:
+    """Start the runner for the block; shut it (and a cluster it started) down after."""
+    runner = make_task_runner(execution, default_workers)
+    with runner:
+        yield runner
+
+
+def submit(runner: TaskRunner, task: Any, **parameters: Any) -> Any:
+    """``task.submit(**parameters)`` on ``runner`` instead of the flow's default runner."""
+    return runner.submit(task, parameters)
+
+
+@contextmanager
+def gpu_slot(execution: ExecutionConfig, device: str) -> Iterator[None]:
+    """Hold one slot of the ``gpu_limit`` global concurrency limit while CUDA work runs.
+
+    Only CUDA work takes a slot (CPU runs never wait on GPUs). A limit that does not exist is not an
+    error: Prefect logs it and the work runs unbounded (``infra/bootstrap.sh`` creates ``gpu``).
+    """
+    if not execution.gpu_limit or device != "cuda":
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(execution.gpu_limit, occupy=1, strict=False):
+        yield
+
+
+def resolved_device(requested: str) -> str:
+    """``auto`` → cuda when torch sees a GPU (checked now, on the worker, never at import)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner"]
