@@ -18,6 +18,13 @@ _CLASS_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _DEPLOYMENT = re.compile(r"^[^/\s]+/[^/\s]+$")
 
 TaskRunnerKind = Literal["threads", "dask"]
+
+WORKER_MALLOC_ENVIRON: dict[str, str] = {
+    # glibc: keep freed memory (up to 1 GiB) and serve allocations below 32 MiB from the heap, as its
+    # dynamic default does; dask's MALLOC_TRIM_THRESHOLD_=65536 disables that dynamic threshold
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 25),
+}
 TASK_RUNNER_KINDS: tuple[str, ...] = ("threads", "dask")
 
 
@@ -82,6 +89,12 @@ class ExecutionConfig(BaseModel):
     threads_per_worker: int = Field(default=1, ge=1, le=64, description="Threads per LocalCluster worker")
     cluster: DaskClusterSpec | None = Field(
         default=None, description="Cluster to start instead of a LocalCluster (see infra/dask/*.yaml)"
+    )
+    worker_environ: dict[str, str] = Field(
+        default_factory=lambda: dict(WORKER_MALLOC_ENVIRON),
+        description="Set in each Dask worker process before it starts (dask's distributed.nanny.pre-spawn-environ) "
+        "for clusters started here. Default: glibc malloc thresholds; dask's own MALLOC_TRIM_THRESHOLD_=65536 "
+        "makes every large array a fresh mmap and slowed ingest by a third (docs/benchmarks.md).",
     )
     gpu_limit: str | None = Field(
         default="gpu",
@@ -156,6 +169,7 @@ def load_cluster_spec(path: str) -> DaskClusterSpec:
 
 __all__ = [
     "TASK_RUNNER_KINDS",
+    "WORKER_MALLOC_ENVIRON",
     "DaskClusterSpec",
     "DispatchConfig",
     "DispatchMode",

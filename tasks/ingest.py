@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def finished_task(plan: SnapshotPlan) -> set[str]:
 def ingest_subject_task(plan: SnapshotPlan, subject: SubjectInput) -> dict[str, Any]:
     """One subject, end to end. Bad input is quarantined (returned, not raised); store I/O is retried."""
     store = connect(plan.config.store)
+    t0 = time.perf_counter()
     outcome: SubjectOutcome = ingest_subject(store, plan, subject)
+    seconds = time.perf_counter() - t0
     logger = get_run_logger()
     if outcome.rejection is not None:
         r = outcome.rejection
@@ -103,6 +106,7 @@ def ingest_subject_task(plan: SnapshotPlan, subject: SubjectInput) -> dict[str, 
         "value": outcome.rejection.value if outcome.rejection else None,
         "message": outcome.rejection.message if outcome.rejection else None,
         "timings": {k: round(v, 4) for k, v in outcome.timings.items()},
+        "seconds": round(seconds, 4),  # the core function's own wall time (orchestration overhead = the rest)
         "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process ran it (threads, Dask workers)
     }
 

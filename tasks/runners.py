@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -55,10 +55,30 @@ def describe(execution: ExecutionConfig, default_workers: int) -> str:
 
 
 @contextmanager
+def worker_environ(environ: dict[str, str]) -> Iterator[None]:
+    """Dask config for clusters created in the block: ``environ`` set in each worker process before it starts.
+
+    Nannies read ``distributed.nanny.pre-spawn-environ`` when they are created, and set it in this
+    process's environment before spawning (dask's documented behaviour); only clusters started here
+    (LocalCluster) are affected. Workers started elsewhere (SLURM jobs, Kubernetes pods) take the same
+    variables from their spec (``infra/dask/*.yaml``).
+    """
+    import dask
+
+    merged = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **environ}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": merged}):
+        yield
+
+
+@contextmanager
 def task_runner(execution: ExecutionConfig, default_workers: int) -> Iterator[TaskRunner]:
     """Start the runner for the block; shut it (and a cluster it started) down after."""
     runner = make_task_runner(execution, default_workers)
-    with runner:
+    with ExitStack() as stack:
+        if execution.task_runner == "dask" and execution.dask_address is None:
+            # for the whole block: prefect-dask starts the cluster lazily, at the first submit
+            stack.enter_context(worker_environ(execution.worker_environ))
+        stack.enter_context(runner)
         yield runner
 
 
@@ -92,4 +112,4 @@ def resolved_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner"]
+__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner", "worker_environ"]

@@ -1,0 +1,181 @@
+"""Orchestration benchmark: what Prefect and Dask cost and give on ingest, measured side by side in one run.
+
+On the same BraTS-size subjects (4 × 240×240×155 int16 + seg, .nii.gz, the 1 mm MNI152 phantom):
+
+1. **Prefect overhead per subject**: the ``ingest`` flow (tasks, retries, the source-checksum cache key,
+   persisted results, progress and table artifacts, against a real ``prefect server start``) with one
+   subject in flight, vs the same core functions in a plain loop (``discover_source`` + ``run_ingest``).
+   Target: ≤ 10 % more time per subject.
+2. **Dask scaling**: the ``ingest`` flow on prefect-dask's ``DaskTaskRunner`` joined to a warm
+   ``LocalCluster`` of 1, then 2 worker processes (one thread each): subjects/s ratio. Target ≥ 1.6×.
+
+Each variant writes to its own fresh store (so no cache hit and no skipped subject flatters it), and
+variants alternate over ``--rounds`` rounds; medians are reported.
+
+Usage: ``python bench/orchestration.py [--subjects 8] [--rounds 2] [--workdir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _config(source: Path, store: Path, in_flight: int):
+    from schemas.config import IngestConfig, SourceConfig, StoreConfig
+
+    return IngestConfig(source=SourceConfig(kind="brats", path=str(source)), store=StoreConfig(url=str(store)),
+                        max_workers=in_flight)
+
+
+def plain_loop(source: Path, store: Path) -> tuple[float, list[float]]:
+    """The same core functions as the flow, in a plain loop: (total seconds, seconds per subject)."""
+    from schemas.config import StoreConfig
+    from synth_core.ingest.snapshot import finalize_snapshot, ingest_subject, plan_snapshot
+    from synth_core.ingest.sources import discover_source
+    from synth_core.storage import open_store
+
+    t0 = time.perf_counter()
+    config = _config(source, store, 1)
+    st = open_store(StoreConfig(url=str(store)))
+    discovery = discover_source(config.source, source)
+    plan = plan_snapshot(config, discovery)
+    per_subject = []
+    for subject in discovery.subjects:
+        s0 = time.perf_counter()
+        outcome = ingest_subject(st, plan, subject)
+        per_subject.append(time.perf_counter() - s0)
+        if outcome.status != "accepted":
+            raise RuntimeError(f"plain loop: {outcome}")
+    result = finalize_snapshot(st, plan, discovery)
+    if not result.created:
+        raise RuntimeError(f"plain loop: unexpected result {result}")
+    return time.perf_counter() - t0, per_subject
+
+
+def prefect_flow(source: Path, store: Path, execution, in_flight: int) -> tuple[float, dict]:  # noqa: ANN001
+    """The ingest flow: (total seconds, {subject phase seconds, core seconds per subject})."""
+    from flows.ingest import ingest
+
+    t0 = time.perf_counter()
+    state = ingest(_config(source, store, in_flight), execution, return_state=True)
+    elapsed = time.perf_counter() - t0
+    summary = state.result()
+    if not summary["created"] or summary["quarantined"]:
+        raise RuntimeError(f"flow: unexpected summary {summary}")
+    return elapsed, {"phase": _subject_phase(state.state_details.flow_run_id),
+                     "core": [o["seconds"] for o in summary["outcomes"]]}
+
+
+def _subject_phase(flow_run_id) -> float:  # noqa: ANN001
+    """First subject task's start to the last one's end, from the Prefect server's own task-run records."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    subjects = [r for r in runs if r.name.startswith("ingest-")]
+    return (max(r.end_time for r in subjects) - min(r.start_time for r in subjects)).total_seconds()
+
+
+def _warm_worker() -> int:
+    import synth_core.ingest.snapshot  # noqa: F401  (torch, scipy, zarr: imported once per worker process)
+    import tasks.ingest  # noqa: F401
+
+    return os.getpid()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
+    work.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+    from distributed import Client, LocalCluster
+
+    from schemas.config import PhantomConfig
+    from schemas.orchestration import ExecutionConfig
+    from synth_core.ingest.converters.phantom import write_phantom_source
+    from tasks.runners import worker_environ
+    from tests.servers import prefect_server, using_prefect
+
+    source = work / "source"
+    if not source.exists():
+        t0 = time.perf_counter()
+        write_phantom_source(source, PhantomConfig(n_subjects=args.subjects, seed=321, healthy_fraction=0.0))
+        print(f"source: {args.subjects} BraTS-size phantom subjects ({time.perf_counter() - t0:.1f} s to build)")
+    n = len([d for d in source.iterdir() if d.is_dir()])
+    for f in source.rglob("*.nii.gz"):
+        f.read_bytes()  # page cache warm for every variant alike
+
+    with prefect_server(work / "prefect") as server, using_prefect(server):
+        print(f"prefect server: {server.api_url}")
+        serial = ExecutionConfig(task_runner="threads", max_workers=1)
+        # warm imports, the client and the server's tables once; not timed
+        prefect_flow(source, work / "store-warm-flow", serial, 1)
+        plain_loop(source, work / "store-warm-plain")
+
+        plain_t, plain_s, flow_t, overheads, flow_s = [], [], [], [], []
+        for r in range(args.rounds):
+            total, per_subject = plain_loop(source, work / f"store-plain-{r}")
+            plain_t.append(total)
+            plain_s.append(statistics.mean(per_subject))
+            total, detail = prefect_flow(source, work / f"store-flow-{r}", serial, 1)
+            flow_t.append(total)
+            flow_s.append(detail["phase"] / n)
+            # per subject, paired: the subject phase's wall time beyond the core function's own time
+            overheads.append((detail["phase"] - sum(detail["core"])) / n)
+        p, f = statistics.median(plain_t), statistics.median(flow_t)
+        ps, fs, o = statistics.median(plain_s), statistics.median(flow_s), statistics.median(overheads)
+        print(f"\ningest of {n} subjects, one in flight (median of {args.rounds} rounds)")
+        print(f"  plain loop: {ps:6.3f} s/subject   whole run {p:6.2f} s")
+        print(f"  flow:       {fs:6.3f} s/subject   whole run {f:6.2f} s (subject tasks: server timestamps)")
+        print(f"  Prefect per subject (task run, states, cache key, persisted result, logs, progress "
+              f"artifact): {o * 1000:5.0f} ms")
+        print(f"  fixed per flow run (flow run, discover/plan/finalize tasks, table artifact): "
+              f"{(f - p) - (fs - ps) * n:5.2f} s")
+        print(f"ratio Prefect per-subject overhead / plain s per subject = {o / ps * 100:5.1f} %   (target ≤ 10 %)")
+        print(f"ratio whole flow run / plain loop = {f / p:5.2f}  ({n} subjects; the fixed part amortizes)")
+
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        with worker_environ(ExecutionConfig().worker_environ):  # what the flows' own LocalCluster gets
+            clusters = {k: LocalCluster(n_workers=k, threads_per_worker=1, processes=True, dashboard_address=None)
+                        for k in (1, 2)}
+        try:
+            for k, cluster in clusters.items():
+                with Client(cluster) as client:
+                    client.run(_warm_worker)
+            for r in range(args.rounds):
+                for k, cluster in clusters.items():
+                    execution = ExecutionConfig(task_runner="dask", dask_address=cluster.scheduler_address)
+                    t, _detail = prefect_flow(source, work / f"store-dask{k}-{r}", execution, 2 * k)
+                    rates[k].append(n / t)
+        finally:
+            for cluster in clusters.values():
+                cluster.close()
+        one, two = statistics.median(rates[1]), statistics.median(rates[2])
+        print(f"\ningest flow on Dask (DaskTaskRunner → warm LocalCluster, 1 thread per worker), {n} subjects")
+        print(f"  1 worker   {one:5.2f} subjects/s")
+        print(f"  2 workers  {two:5.2f} subjects/s")
+        print(f"ratio 2 workers / 1 worker = {two / one:5.2f}   (target ≥ 1.6)")
+
+
+if __name__ == "__main__":
+    main()
