@@ -91,6 +91,20 @@ def _subject_phase(flow_run_id) -> float:  # noqa: ANN001
     return (max(r.end_time for r in subjects) - min(r.start_time for r in subjects)).total_seconds()
 
 
+def _core_subject(source: str, store: str, index: int) -> float:
+    """One subject through the core function alone (no Prefect): the reference for Dask's own scaling."""
+    from synth_core.ingest.snapshot import ingest_subject, plan_snapshot
+    from synth_core.ingest.sources import discover_source
+    from synth_core.storage import open_store
+
+    config = _config(Path(source), Path(store), 1)
+    discovery = discover_source(config.source, Path(source))
+    plan = plan_snapshot(config, discovery)
+    t0 = time.perf_counter()
+    ingest_subject(open_store(config.store), plan, discovery.subjects[index])
+    return time.perf_counter() - t0
+
+
 def _warm_worker() -> int:
     import synth_core.ingest.snapshot  # noqa: F401  (torch, scipy, zarr: imported once per worker process)
     import tasks.ingest  # noqa: F401
@@ -113,7 +127,7 @@ def main() -> None:
     from schemas.config import PhantomConfig
     from schemas.orchestration import ExecutionConfig
     from synth_core.ingest.converters.phantom import write_phantom_source
-    from tasks.runners import worker_environ
+    from tasks.runners import cluster_config
     from tests.servers import prefect_server, using_prefect
 
     source = work / "source"
@@ -155,7 +169,8 @@ def main() -> None:
         print(f"ratio whole flow run / plain loop = {f / p:5.2f}  ({n} subjects; the fixed part amortizes)")
 
         rates: dict[int, list[float]] = {1: [], 2: []}
-        with worker_environ(ExecutionConfig().worker_environ):  # what the flows' own LocalCluster gets
+        raw: dict[int, list[float]] = {1: [], 2: []}
+        with cluster_config(ExecutionConfig()):  # what the flows' own LocalCluster gets
             clusters = {k: LocalCluster(n_workers=k, threads_per_worker=1, processes=True, dashboard_address=None)
                         for k in (1, 2)}
         try:
@@ -167,6 +182,11 @@ def main() -> None:
                     execution = ExecutionConfig(task_runner="dask", dask_address=cluster.scheduler_address)
                     t, _detail = prefect_flow(source, work / f"store-dask{k}-{r}", execution, 2 * k)
                     rates[k].append(n / t)
+                    with Client(cluster) as client:  # the same cluster, the core function alone
+                        t0 = time.perf_counter()
+                        client.gather(client.map(_core_subject, [str(source)] * n, [str(work / f"store-raw{k}-{r}")] * n,
+                                                 range(n), pure=False))
+                        raw[k].append(n / (time.perf_counter() - t0))
         finally:
             for cluster in clusters.values():
                 cluster.close()
@@ -175,6 +195,9 @@ def main() -> None:
         print(f"  1 worker   {one:5.2f} subjects/s")
         print(f"  2 workers  {two:5.2f} subjects/s")
         print(f"ratio 2 workers / 1 worker = {two / one:5.2f}   (target ≥ 1.6)")
+        r1, r2 = statistics.median(raw[1]), statistics.median(raw[2])
+        print(f"reference, the same clusters without Prefect (client.map of the core function): "
+              f"{r1:.2f} → {r2:.2f} subjects/s, ratio {r2 / r1:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ WORKER_MALLOC_ENVIRON: dict[str, str] = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
     "MALLOC_MMAP_THRESHOLD_": str(1 << 25),
 }
+WORKER_DASK_CONFIG: dict[str, Any] = {"distributed.worker.profile.enabled": False}
 TASK_RUNNER_KINDS: tuple[str, ...] = ("threads", "dask")
 
 
@@ -95,6 +96,11 @@ class ExecutionConfig(BaseModel):
         description="Set in each Dask worker process before it starts (dask's distributed.nanny.pre-spawn-environ) "
         "for clusters started here. Default: glibc malloc thresholds; dask's own MALLOC_TRIM_THRESHOLD_=65536 "
         "makes every large array a fresh mmap and slowed ingest by a third (docs/benchmarks.md).",
+    )
+    dask_config: dict[str, Any] = Field(
+        default_factory=lambda: dict(WORKER_DASK_CONFIG),
+        description="Dask config set while a cluster started here runs (its workers inherit it). Default: "
+        "no statistical profiler in the workers (it samples every thread's stack every 10 ms).",
     )
     gpu_limit: str | None = Field(
         default="gpu",
@@ -169,6 +175,7 @@ def load_cluster_spec(path: str) -> DaskClusterSpec:
 
 __all__ = [
     "TASK_RUNNER_KINDS",
+    "WORKER_DASK_CONFIG",
     "WORKER_MALLOC_ENVIRON",
     "DaskClusterSpec",
     "DispatchConfig",

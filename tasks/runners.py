@@ -55,19 +55,34 @@ def describe(execution: ExecutionConfig, default_workers: int) -> str:
 
 
 @contextmanager
-def worker_environ(environ: dict[str, str]) -> Iterator[None]:
-    """Dask config for clusters created in the block: ``environ`` set in each worker process before it starts.
+def cluster_config(execution: ExecutionConfig) -> Iterator[None]:
+    """Dask config for clusters created in the block: ``execution.dask_config``, and
+    ``execution.worker_environ`` set in each worker process before it starts.
 
-    Nannies read ``distributed.nanny.pre-spawn-environ`` when they are created, and set it in this
-    process's environment before spawning (dask's documented behaviour); only clusters started here
-    (LocalCluster) are affected. Workers started elsewhere (SLURM jobs, Kubernetes pods) take the same
-    variables from their spec (``infra/dask/*.yaml``).
+    Nannies take ``distributed.nanny.pre-spawn-environ``, but a variable already in this process's
+    environment wins over it, and they write it into this process's environment before spawning (so one
+    cluster with dask's defaults poisons the next). The block therefore sets the variables here too,
+    and restores this process's environment afterwards. Only clusters started here (LocalCluster) are
+    affected; workers started elsewhere (SLURM jobs, Kubernetes pods) take the same settings from their
+    spec (``infra/dask/*.yaml``).
     """
+    import os
+
     import dask
 
-    merged = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **environ}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": merged}):
-        yield
+    merged = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **execution.worker_environ}
+    touched = [*merged, "PYTHONHASHSEED"]
+    saved = {k: os.environ.get(k) for k in touched}
+    os.environ.update({k: str(v) for k, v in execution.worker_environ.items()})
+    try:
+        with dask.config.set({**execution.dask_config, "distributed.nanny.pre-spawn-environ": merged}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager
@@ -77,7 +92,7 @@ def task_runner(execution: ExecutionConfig, default_workers: int) -> Iterator[Ta
     with ExitStack() as stack:
         if execution.task_runner == "dask" and execution.dask_address is None:
             # for the whole block: prefect-dask starts the cluster lazily, at the first submit
-            stack.enter_context(worker_environ(execution.worker_environ))
+            stack.enter_context(cluster_config(execution))
         stack.enter_context(runner)
         yield runner
 
@@ -112,4 +127,4 @@ def resolved_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner", "worker_environ"]
+__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner", "cluster_config"]

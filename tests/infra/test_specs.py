@@ -148,7 +148,7 @@ def test_slurm_spec_renders_a_job_script() -> None:
         cluster.close()
     assert "#SBATCH --cpus-per-task=8" in script and "#SBATCH -p cpu" in script and "#SBATCH -t 02:00:00" in script
     assert "/opt/synthmri/.venv/bin/python -m distributed.cli.dask_worker" in script and "--nworkers 4" in script
-    assert "PREFECT_API_URL" in script
+    assert "PREFECT_API_URL" in script and "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
     _assert_worker_environ(next(line.split("=", 1)[1].strip('"') for line in script.splitlines()
                                 if line.startswith("export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=")))
 
@@ -167,6 +167,7 @@ def _assert_worker_environ(value: str) -> None:
 def test_kubernetes_dask_spec_sets_the_worker_environ() -> None:
     spec = load_cluster_spec(str(INFRA / "dask" / "kubernetes.yaml"))
     _assert_worker_environ(spec.cluster_kwargs["env"]["DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"])
+    assert spec.cluster_kwargs["env"]["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
 
 
 @pytest.mark.parametrize("name", ["cpu.Dockerfile", "cuda.Dockerfile"])

@@ -76,10 +76,13 @@ def test_gpu_slots_serialize_cuda_work(prefect_api) -> None:  # noqa: ANN001 - s
     assert b0 >= a1, f"overlapping GPU slots: {spans}"
 
 
-def _malloc_env() -> dict[str, str | None]:
+def _worker_settings() -> dict:
     import os
 
-    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
+    import dask
+
+    return {"env": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+            "profile": dask.config.get("distributed.worker.profile.enabled")}
 
 
 @pytest.mark.slow
@@ -89,5 +92,5 @@ def test_local_cluster_workers_get_the_worker_environ() -> None:
     from tasks.runners import task_runner
 
     with task_runner(ExecutionConfig(task_runner="dask", n_workers=1), 1) as runner:
-        (env,) = runner.client.run(_malloc_env).values()
-    assert env == WORKER_MALLOC_ENVIRON
+        (settings,) = runner.client.run(_worker_settings).values()
+    assert settings == {"env": WORKER_MALLOC_ENVIRON, "profile": False}
