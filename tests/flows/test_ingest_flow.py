@@ -25,11 +25,13 @@ def _config(root: Path, store: str, **kw: object) -> IngestConfig:
     return IngestConfig(source=SourceConfig(kind="brats", path=str(root)), store=StoreConfig(url=store, **kw), max_workers=2)
 
 
-async def _artifacts(key_prefix: str):
+async def _artifacts(key_prefix: str, flow_run_id):  # noqa: ANN001
+    """This flow run's artifacts (the session's server also holds other tests' runs)."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return [a for a in await client.read_artifacts() if (a.key or "").startswith(key_prefix) or a.type == "progress"]
+        return [a for a in await client.read_artifacts() if a.flow_run_id == flow_run_id
+                and ((a.key or "").startswith(key_prefix) or a.type == "progress")]
 
 
 async def _task_states(flow_run_id) -> list[tuple[str, str]]:
@@ -52,7 +54,7 @@ def test_ingest_flow_commits_and_reports(prefect_api: PrefectServer, phantom_roo
     summary = state.result()
     assert summary["subjects"] == 4 and summary["quarantined"] == 0 and summary["created"] is True
     assert sorted(o["status"] for o in summary["outcomes"]) == ["accepted"] * 4
-    arts = asyncio.run(_artifacts("ingest-brats"))
+    arts = asyncio.run(_artifacts("ingest-brats", state.state_details.flow_run_id))
     tables = [a for a in arts if a.type == "table"]
     assert len(tables) == 1
     import json
