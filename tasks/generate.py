@@ -11,10 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from schemas.generate import GenerateConfig
 from schemas.orchestration import ExecutionConfig
 from synth_core.generate.run import GenerationRun, finalize, load_label_maps, plan_rows_json, prepare
-from synth_core.gan.train import flush_denormals
+from synth_core.gan.train import flush_denormals, select_device
 from synth_core.generate.shard import generate_shard, load_model
 from synth_core.storage import read_record
-from tasks.runners import gpu_slot, resolved_device
+from tasks.runners import gpu_slot
 from tasks.store import connect
 
 
@@ -39,7 +39,7 @@ def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop
     if read_done is not None:
         return {"shard": shard_index, "samples": len(read_done["rows"]), "skipped": True}
     maps = load_label_maps(store, run.snapshots, run.resolution_mm)
-    with gpu_slot(execution or ExecutionConfig(), resolved_device(run.config.device)):
+    with gpu_slot(execution or ExecutionConfig(), select_device(run.config.device).type):
         generator, device = load_model(store, run)
         with flush_denormals():
             record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)

@@ -104,7 +104,8 @@ def submit(runner: TaskRunner, task: Any, **parameters: Any) -> Any:
 
 @contextmanager
 def gpu_slot(execution: ExecutionConfig, device: str) -> Iterator[None]:
-    """Hold one slot of the ``gpu_limit`` global concurrency limit while CUDA work runs.
+    """Hold one slot of the ``gpu_limit`` global concurrency limit while CUDA work runs (``device``: the
+    resolved device type, ``synth_core.gan.train.select_device(...).type``).
 
     Only CUDA work takes a slot (CPU runs never wait on GPUs). A limit that does not exist is not an
     error: Prefect logs it and the work runs unbounded (``infra/bootstrap.sh`` creates ``gpu``).
@@ -118,13 +119,4 @@ def gpu_slot(execution: ExecutionConfig, device: str) -> Iterator[None]:
         yield
 
 
-def resolved_device(requested: str) -> str:
-    """``auto`` → cuda when torch sees a GPU (checked now, on the worker, never at import)."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-__all__ = ["describe", "gpu_slot", "make_task_runner", "resolved_device", "submit", "task_runner", "cluster_config"]
+__all__ = ["describe", "gpu_slot", "make_task_runner", "submit", "task_runner", "cluster_config"]

@@ -15,9 +15,9 @@ from schemas.config import StoreConfig
 from schemas.labels import MODALITIES
 from schemas.orchestration import ExecutionConfig, ModelOrigin
 from schemas.train import TrainConfig
-from synth_core.gan.train import TrainResult, Validation, train
+from synth_core.gan.train import TrainResult, Validation, select_device, train
 from tasks.events import announce_model
-from tasks.runners import gpu_slot, resolved_device
+from tasks.runners import gpu_slot
 from tasks.store import connect
 
 
@@ -64,7 +64,7 @@ def train_task(config: TrainConfig, execution: ExecutionConfig | None = None) ->
             description=f"validation at step {v.step}",
         )
 
-    with gpu_slot(execution or ExecutionConfig(), resolved_device(config.device)):
+    with gpu_slot(execution or ExecutionConfig(), select_device(config.device).type):
         result: TrainResult = train(store, config, on_validation=on_validation, on_progress=on_progress)
     if result.resumed_from:
         logger.info("resumed from step %d", result.resumed_from)

@@ -66,15 +66,23 @@ def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
-def resolve_device(config: TrainConfig) -> torch.device:
-    """CUDA when asked or present (``auto``), CPU otherwise; the same code path either way."""
-    if config.device == "cuda":
+def select_device(requested: str) -> torch.device:
+    """``requested`` (auto, cpu or cuda) → CUDA when asked or present (``auto``), CPU otherwise.
+
+    Checked when called (on the worker), never at import; asking for CUDA without one raises.
+    """
+    if requested == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device: 'cuda' was requested but torch sees no CUDA device; valid choices: auto, cpu")
         return torch.device("cuda")
-    if config.device == "auto" and torch.cuda.is_available():
+    if requested == "auto" and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    """CUDA when asked or present (``auto``), CPU otherwise; the same code path either way."""
+    return select_device(config.device)
 
 
 def resolve_version(store: Store, config: TrainConfig) -> tuple[str, bool]:
@@ -406,6 +414,7 @@ __all__ = [
     "model_prefix",
     "resolve_device",
     "resolve_version",
+    "select_device",
     "train",
     "validate",
 ]

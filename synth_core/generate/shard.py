@@ -122,12 +122,9 @@ def generate_shard(
 
 def load_model(store: Store, run: GenerationRun) -> tuple[torch.nn.Module, torch.device]:
     """The run's committed generator, once, on the configured device."""
-    from synth_core.gan.train import load_generator
+    from synth_core.gan.train import load_generator, select_device
 
-    want = run.config.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' was requested but torch sees no CUDA device; valid choices: auto, cpu")
-    device = torch.device("cuda" if (want != "cpu" and torch.cuda.is_available()) else "cpu")
+    device = select_device(run.config.device)
     generator, _record = load_generator(store, run.model_name, run.model_version, map_location=device)
     return generator, device
 

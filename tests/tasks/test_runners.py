@@ -8,7 +8,8 @@ from prefect_dask import DaskTaskRunner
 
 from schemas.orchestration import DaskClusterSpec, DispatchConfig, ExecutionConfig
 from tasks.dispatch import use_deployments
-from tasks.runners import describe, gpu_slot, make_task_runner, resolved_device
+from synth_core.gan.train import select_device
+from tasks.runners import describe, gpu_slot, make_task_runner
 
 
 def test_threads_use_the_stage_width_unless_overridden() -> None:
@@ -38,7 +39,7 @@ def test_gpu_slot_is_free_on_cpu_and_without_a_limit() -> None:
         pass
     with gpu_slot(ExecutionConfig(gpu_limit=None), "cuda"):
         pass
-    assert resolved_device("cpu") == "cpu" and resolved_device("auto") in ("cpu", "cuda")
+    assert select_device("cpu").type == "cpu" and select_device("auto").type in ("cpu", "cuda")
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("in_process", False), ("deployments", True), ("auto", False)])
