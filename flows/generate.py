@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from schemas.generate import GenerateConfig
 from schemas.orchestration import ExecutionConfig
+from synth_core.generate.run import generation_summary
 from tasks.generate import finalize_task, prepare_task, read_generation_task, shard_task
 from tasks.runners import describe, submit, task_runner
 from tasks.store import open_store_task
@@ -24,12 +25,7 @@ def generate(
     run, plan = prepare_task(config)
     if run.committed:
         get_run_logger().info("dataset %s/%s already generated: nothing to do", config.dataset_name, run.version)
-        record = read_generation_task(run)
-        return {
-            "dataset_name": config.dataset_name, "version": run.version, "created": False,
-            "samples": record.get("n_samples"), "counts_per_stratum": record.get("counts_per_stratum", {}),
-            "source_per_stratum": record.get("source_per_stratum", {}),
-        }
+        return generation_summary(config.dataset_name, run.version, read_generation_task(run), created=False)
     shards_todo = run.shards()
     width = max(1, len(shards_todo))  # threads: every shard at once, as before (the gpu limit bounds CUDA work)
     get_run_logger().info("%d shard(s) on %s", len(shards_todo), describe(execution, width))

@@ -13,7 +13,13 @@ from schemas.config import StoreConfig
 from schemas.generate import GenerateConfig
 from schemas.train import TrainConfig
 from synth_core.gan.train import committed_version
-from synth_core.generate.run import GENERATION_RECORD, dataset_prefix, generated_version, published_versions
+from synth_core.generate.run import (
+    GENERATION_RECORD,
+    dataset_prefix,
+    generated_version,
+    generation_summary,
+    published_versions,
+)
 from synth_core.storage import read_record
 from tasks.dispatch import run_stage
 from tasks.store import connect
@@ -59,11 +65,7 @@ def find_generation_task(config: GenerateConfig) -> dict[str, Any]:
             f"generate: the child run completed but {config.store.url}/datasets/{config.dataset_name} holds no "
             f"generated version for this config"
         )
-    return {
-        "dataset_name": config.dataset_name, "version": version, "created": True,
-        "samples": record.get("n_samples"), "counts_per_stratum": record.get("counts_per_stratum", {}),
-        "source_per_stratum": record.get("source_per_stratum", {}),
-    }
+    return generation_summary(config.dataset_name, version, record, created=True)
 
 
 @task(name="verify-dataset", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +85,15 @@ def generated_version(store: Store, config: GenerateConfig) -> str | None:
     if version is None or not store.exists(f"{dataset_prefix(config.dataset_name, version)}/{GENERATION_RECORD}"):
         return None
     return version
+
+
+def generation_summary(dataset_name: str, version: str, record: Mapping[str, Any], *, created: bool) -> dict[str, Any]:
+    """What the generate flow reports for a version, from its ``generation.json``."""
+    return {
+        "dataset_name": dataset_name, "version": version, "created": created,
+        "samples": record.get("n_samples"), "counts_per_stratum": record.get("counts_per_stratum", {}),
+        "source_per_stratum": record.get("source_per_stratum", {}),
+    }
 
 
 def published_versions(store: Store, name: str) -> list[str]:
@@ -265,6 +274,7 @@ __all__ = [
     "dataset_prefix",
     "finalize",
     "generated_version",
+    "generation_summary",
     "load_label_maps",
     "newest_model_version",
     "plan_rows_json",
