@@ -22,7 +22,7 @@ from tasks.ingest import (
     report_progress,
     start_progress,
 )
-from tasks.runners import describe, submit, task_runner
+from tasks.runners import describe, in_flight, submit, task_runner
 from tasks.store import open_store_task
 
 progress_log = logging.getLogger("synthmri.progress")
@@ -56,15 +56,15 @@ def ingest(
         fresh = ingest_subject_task.with_options(refresh_cache=True)  # no record in the store: never trust a cache
         pending = list(discovery.subjects)
         running: list[Any] = []
-        in_flight = execution.max_workers or config.max_workers
+        width = in_flight(execution, config.max_workers)
         logger.info("%d subject(s) on %s", total, describe(execution, config.max_workers))
         with task_runner(execution, config.max_workers) as runner:
             while pending or running:
-                while pending and len(running) < in_flight:
+                while pending and len(running) < width:
                     subject = pending.pop(0)
                     one = ingest_subject_task if plan.subject_ids[subject.source_ref] in recorded else fresh
                     running.append(submit(runner, one, plan=plan, subject=subject))
-                completed = next(iter(as_completed(running)))  # keep at most in_flight subjects in flight
+                completed = next(iter(as_completed(running)))  # keep at most width subjects in flight
                 running.remove(completed)
                 outcomes.append(completed.result())
                 progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})

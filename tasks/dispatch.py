@@ -7,7 +7,6 @@ What the child produced is read back from the store (its completion record), nev
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from prefect import get_run_logger
@@ -43,7 +42,7 @@ def run_stage(deployment: str, parameters: dict[str, Any], *, stage: str, poll_s
     from prefect.deployments import run_deployment
     from prefect.runtime import flow_run
 
-    logger = get_run_logger() if _in_run() else logging.getLogger(__name__)
+    logger = get_run_logger()
     parent = flow_run.get_id()
     key = f"{parent}:{stage}" if parent else None
     logger.info("dispatching %s to deployment %s", stage, deployment)
@@ -58,12 +57,6 @@ def run_stage(deployment: str, parameters: dict[str, Any], *, stage: str, poll_s
         )
     logger.info("%s: child flow run %s (%s) on work pool %s completed", stage, child.name, child.id, child.work_pool_name)
     return {"id": str(child.id), "name": child.name, "work_pool": child.work_pool_name}
-
-
-def _in_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 __all__ = ["ChildRunFailed", "run_stage", "running_from_deployment", "use_deployments"]

@@ -8,7 +8,6 @@ scheduler (``dask_address``) or any cluster class (dask-jobqueue, dask-kubernete
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -17,14 +16,15 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from schemas.orchestration import ExecutionConfig
 
-log = logging.getLogger(__name__)
+def in_flight(execution: ExecutionConfig, default_workers: int) -> int:
+    """Tasks a flow keeps in flight: ``execution.max_workers``, else the stage's own ``default_workers``."""
+    return execution.max_workers or default_workers
 
 
 def make_task_runner(execution: ExecutionConfig, default_workers: int) -> TaskRunner:
     """A fresh (not yet started) task runner for ``execution``; ``default_workers`` when it names none."""
-    workers = execution.max_workers or default_workers
     if execution.task_runner == "threads":
-        return ThreadPoolTaskRunner(max_workers=workers)
+        return ThreadPoolTaskRunner(max_workers=in_flight(execution, default_workers))
     from prefect_dask import DaskTaskRunner
 
     if execution.dask_address:
@@ -46,7 +46,7 @@ def make_task_runner(execution: ExecutionConfig, default_workers: int) -> TaskRu
 
 def describe(execution: ExecutionConfig, default_workers: int) -> str:
     if execution.task_runner == "threads":
-        return f"threads ({execution.max_workers or default_workers} in flight)"
+        return f"threads ({in_flight(execution, default_workers)} in flight)"
     if execution.dask_address:
         return f"dask scheduler {execution.dask_address}"
     if execution.cluster is not None:
@@ -119,4 +119,4 @@ def gpu_slot(execution: ExecutionConfig, device: str) -> Iterator[None]:
         yield
 
 
-__all__ = ["describe", "gpu_slot", "make_task_runner", "submit", "task_runner", "cluster_config"]
+__all__ = ["describe", "gpu_slot", "in_flight", "make_task_runner", "submit", "task_runner", "cluster_config"]
