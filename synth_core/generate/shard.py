@@ -42,17 +42,28 @@ def edit_sample(row: Mapping[str, Any], maps: Mapping[str, tuple[np.ndarray, np.
     return result.label, attrs.as_row()
 
 
-def forward_batch(generator: torch.nn.Module, labels: np.ndarray, device: torch.device, amp: bool) -> np.ndarray:
-    """(B, X, Y, Z) uint8 label maps → (B, 4, X, Y, Z) float32 images (0 outside the brain)."""
+def forward_batch(generator: torch.nn.Module, labels: np.ndarray, device: torch.device, amp: bool,
+                  dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """(B, X, Y, Z) uint8 label maps → (B, 4, X, Y, Z) images of ``dtype`` (0 outside the brain).
+
+    Cropping, masking and the cast to the stored dtype run in torch on ``device`` (numpy's float32 →
+    float16 cast is ~6x slower than torch's vectorized one on the CPU; on a GPU it is free), so only
+    the final array crosses to the host. Rounding is IEEE round-to-nearest-even either way.
+    """
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"forward_batch: dtype must be torch.float32 or torch.float16, got {dtype}")
     multiple = int(getattr(generator, "required_multiple", 1))
     pads = [(0, (-s) % multiple) for s in labels.shape[1:]]
     padded = np.pad(labels, [(0, 0), *pads]) if any(p[1] for p in pads) else labels
     x = one_hot(torch.from_numpy(np.ascontiguousarray(padded)).to(device))
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
     with torch.inference_mode(), ctx:
-        out = generator(x).float()
-    out = out[(slice(None), slice(None), *(slice(0, s) for s in labels.shape[1:]))].cpu().numpy()
-    return np.where((labels > 0)[:, None], out, 0.0).astype(np.float32)
+        out = generator(x)
+    with torch.inference_mode():
+        out = out[(slice(None), slice(None), *(slice(0, s) for s in labels.shape[1:]))].float()
+        brain = torch.from_numpy(np.ascontiguousarray(labels > 0)).to(device)[:, None]
+        out = torch.where(brain, out, torch.zeros((), dtype=out.dtype, device=device)).to(dtype)
+        return out.contiguous().cpu().numpy()
 
 
 def _batches(rows: Sequence[Mapping[str, Any]], size: int) -> Iterator[Sequence[Mapping[str, Any]]]:
@@ -81,7 +92,10 @@ def generate_shard(
     if done is not None:
         return {**done, "skipped": True}
     root = zarr.open_group(store.zarr_store(f"{run.prefix}/{DATA}"), mode="r+", zarr_format=3)
-    image_arr, label_arr = root["image"], root["label"]
+    # each write covers whole shards of real samples: skip zarr's per-chunk "all fill value?" scan
+    # (a full pass over every chunk, ~20 % of a write's CPU); an empty chunk would only be stored, not lost
+    image_arr = root["image"].with_config({"write_empty_chunks": True})
+    label_arr = root["label"].with_config({"write_empty_chunks": True})
     out_rows: list[dict[str, Any]] = []
     generator.eval()
 
@@ -89,7 +103,7 @@ def generate_shard(
         return [(row, *edit_sample(row, maps, run)) for row in batch]
 
     def write(i: int, img: np.ndarray, lab: np.ndarray) -> None:
-        image_arr[i] = img.astype(np.float16)
+        image_arr[i] = img
         label_arr[i] = lab
 
     batches = list(_batches(list(rows), run.config.batch_size))
@@ -102,7 +116,7 @@ def generate_shard(
             edited = pending.result()
             pending = editor.submit(prepare, batches[k + 1]) if k + 1 < len(batches) else None
             labels = np.stack([lab for _r, lab, _a in edited])
-            images = forward_batch(generator, labels, device, run.config.amp)
+            images = forward_batch(generator, labels, device, run.config.amp, dtype=torch.float16)
             for (row, lab, attrs), img in zip(edited, images, strict=True):
                 i = int(row["index"])
                 writes.append(writer.submit(write, i, img, lab))
