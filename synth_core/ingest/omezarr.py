@@ -10,7 +10,7 @@ are kept in the group's attributes too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import zarr
@@ -68,6 +68,26 @@ def _multiscales(name: str, origin: np.ndarray, channel: bool) -> list[dict[str,
             ],
         }
     ]
+
+
+# Every write here covers the whole array, so zarr's per-chunk "all fill value?" scan (a full compare of
+# each chunk, ~2 ms per 80x96x80 chunk, ~70 ms a subject) is skipped; an all-zero chunk (a missing
+# modality) is then stored as a few bytes of zstd instead of being left out. Reads are the same.
+_WHOLE_WRITES: Final[dict[str, Any]] = {"write_empty_chunks": True}
+
+
+def _as_stored_dtype(image: np.ndarray, dtype: str) -> np.ndarray:
+    """``image`` (float32) cast to the stored ``dtype``.
+
+    float32 → float16 goes through torch: numpy's cast runs ~4x slower on this kind of CPU (133 ms vs
+    33 ms for a 4×160×192×160 volume on one thread). Both round to nearest-even, so the bytes are the
+    same (checked in the tests).
+    """
+    if dtype == "float16" and image.dtype == np.float32:
+        import torch  # lazily: only the float16 cast needs it
+
+        return torch.from_numpy(np.ascontiguousarray(image)).to(torch.float16).numpy()
+    return image.astype(dtype, copy=False)
 
 
 def write_subject_group(
@@ -131,8 +151,9 @@ def write_subject_group(
         compressors=compressor,
         dimension_names=IMAGE_DIMS,
         fill_value=0,
+        config=_WHOLE_WRITES,
     )
-    img[...] = image.astype(grid.dtype, copy=False)
+    img[...] = _as_stored_dtype(image, grid.dtype)
     labels_group = root.create_group("labels", attributes={"ome": {"version": OME_VERSION, "labels": ["anatomy"]}})
     anatomy = labels_group.create_group(
         "anatomy",
@@ -158,6 +179,7 @@ def write_subject_group(
         compressors=compressor,
         dimension_names=LABEL_DIMS,
         fill_value=0,
+        config=_WHOLE_WRITES,
     )
     lab[...] = label
 
