@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -133,6 +134,9 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():  # outputs of an earlier run in the same --workdir; the source is kept
+        if old.name != "source":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     _pin(0)
 
