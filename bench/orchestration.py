@@ -198,6 +198,10 @@ def main() -> None:
         print(f"  subject phase (server timestamps): 1 worker {one:5.2f} subjects/s, 2 workers {two:5.2f} subjects/s")
         print(f"  whole flow run (incl. its fixed part): 1 worker {w1:5.2f} subjects/s, 2 workers {w2:5.2f} subjects/s "
               f"(ratio {w2 / w1:.2f})")
+        for k in (1, 2):
+            print(f"  rounds, {k} worker(s): subject phase {', '.join(f'{r:.2f}' for r in phase_rates[k])}; "
+                  f"whole run {', '.join(f'{r:.2f}' for r in rates[k])}; "
+                  f"no Prefect {', '.join(f'{r:.2f}' for r in raw[k])} subjects/s")
         print(f"ratio 2 workers / 1 worker (subject phase) = {two / one:5.2f}   (target ≥ 1.6)")
         r1, r2 = statistics.median(raw[1]), statistics.median(raw[2])
         print(f"reference, the same clusters without Prefect (client.map of the core function): "
