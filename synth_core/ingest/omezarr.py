@@ -71,8 +71,9 @@ def _multiscales(name: str, origin: np.ndarray, channel: bool) -> list[dict[str,
 
 
 # Every write here covers the whole array, so zarr's per-chunk "all fill value?" scan (a full compare of
-# each chunk, ~2 ms per 80x96x80 chunk, ~70 ms a subject) is skipped; an all-zero chunk (a missing
-# modality) is then stored as a few bytes of zstd instead of being left out. Reads are the same.
+# each chunk, ~2 ms per 80x96x80 chunk, ~70 ms a subject) is skipped. A chunk that is all zeros (all
+# outside the head, with small chunks) is then stored as a few bytes of zstd instead of being left
+# out; it reads back the same. A missing modality is NaN, never the fill value, so it was always stored.
 _WHOLE_WRITES: Final[dict[str, Any]] = {"write_empty_chunks": True}
 
 

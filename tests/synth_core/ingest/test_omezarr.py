@@ -34,11 +34,12 @@ def test_float32_grid_keeps_float32() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_round_trip_with_a_missing_modality(tmp_path, dtype: str) -> None:
+def test_round_trip_with_a_missing_modality_and_an_empty_chunk(tmp_path, dtype: str) -> None:
     grid = GridConfig(shape=(16, 12, 8), chunk=(8, 6, 8), dtype=dtype)
     rng = np.random.default_rng(3)
     image = rng.standard_normal((len(MODALITIES), *grid.shape), dtype=np.float32)
-    image[2] = 0.0  # a modality the source lacks: every chunk of that channel equals the fill value
+    image[2] = np.nan  # a modality the source lacks (design.md §2: a NaN channel, never zeros)
+    image[[0, 1, 3], :8, :6, :] = 0.0  # chunks wholly outside the head: every value equals the fill value
     label = rng.integers(0, 7, size=grid.shape, dtype=np.uint8)
     affine = np.eye(4)
     affine[:3, 3] = (-8.0, -6.0, -4.0)
@@ -54,4 +55,5 @@ def test_round_trip_with_a_missing_modality(tmp_path, dtype: str) -> None:
     root = zarr.open_group(store.zarr_store("volumes/s1.zarr", read_only=True), mode="r")
     assert root["0"].dtype == np.dtype(dtype)
     assert root.attrs["synthmri"]["modalities_present"][MODALITIES[2]] is False
-    assert not np.any(root["0"][2])  # the absent channel reads as zeros
+    assert np.isnan(root["0"][2]).all()  # the absent channel reads back as NaN
+    assert not np.any(root["0"][[0, 1, 3], :8, :6, :])  # the empty chunk reads back as zeros
