@@ -171,6 +171,7 @@ def train(
     validate_every: Annotated[int, typer.Option(help="Steps between validations")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     loader_workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 2,
+    device_cache: Annotated[str, typer.Option(help="Subjects held on the device, patches cut there: auto, on, off")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed")] = 0,
 ) -> None:
     """Train (or resume) the label→MRI conditional GAN on curated snapshots."""
@@ -194,7 +195,7 @@ def train(
             generator=GeneratorConfig(base_width=width, depth=depth),
             discriminator=DiscriminatorConfig(base_width=disc_width),
             data=DataConfig(snapshots=tuple(refs), resolution_mm=resolution, patch_size=_grid(patch),  # type: ignore[arg-type]
-                            batch_size=batch, loader_workers=loader_workers),
+                            batch_size=batch, loader_workers=loader_workers, device_cache=device_cache),  # type: ignore[arg-type]
             steps=steps, checkpoint_every=checkpoint_every, validate_every=validate_every,
             device=device, seed=seed,  # type: ignore[arg-type]
         )

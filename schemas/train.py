@@ -90,6 +90,11 @@ class DataConfig(BaseModel):
     flip: bool = Field(default=True, description="Random left-right flips")
     val_subjects: int = Field(default=2, ge=1, description="Held-out subjects for validation")
     loader_workers: int = Field(default=2, ge=0, le=64, description="DataLoader worker processes")
+    device_cache: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Hold the training subjects on the device and cut patches there (same batches); "
+        "auto: on CUDA when they fit in half the free memory",
+    )
 
     @field_validator("patch_size")
     @classmethod

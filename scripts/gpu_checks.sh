@@ -16,3 +16,4 @@ export PYTHONUNBUFFERED=1
 python3 -m pytest -q -p no:cacheprovider -m gpu tests/synth_core/gan 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
 python3 bench/train.py --resolution 1 --patch 128 --batch 1 --width 32 --depth 4 --steps 40 --warmup 5 \
   --workers 8 --subjects 4 --device cuda 2>&1 | tee "$OUT/bench_train_gpu.txt"
+python3 bench/generate.py --resolution 1 --batch 4 --device cuda 2>&1 | tee "$OUT/bench_generate_gpu.txt"

@@ -544,6 +544,17 @@ class PatchDataset(Dataset):
         state.meta[j] = meta
         return meta
 
+    def adopt(self, j: int, vol: SubjectVolumes) -> None:
+        """Record subject ``j``'s metadata (shape, channel mask, tumour voxels) from ``vol``, loaded elsewhere.
+
+        For a holder of the voxels outside this dataset (the device cache), so that :meth:`choose` needs
+        no second read and this process keeps no copy of the volumes.
+        """
+        if not 0 <= j < len(self.keys) or vol.subject_id != self.subject_ids[j]:
+            raise ValueError(f"adopt: subject {j} is {self.subject_ids[j] if 0 <= j < len(self.keys) else None!r}, "
+                             f"received volumes of {vol.subject_id!r}")
+        self._proc().meta[j] = _SubjectMeta(vol.shape, vol.channel_mask, vol.tumor_voxels)
+
     def _tumour_pool(self) -> list[int]:
         state = self._proc()
         if state.tumour_pool is None:

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from synth_core.gan.checkpoint import (
     write_state,
 )
 from synth_core.gan.data import DevicePrefetcher, PatchDataset, list_training_subjects, load_subject, make_loader, split_subjects
+from synth_core.gan.device_cache import DeviceVolumeCache, use_device_cache
 from synth_core.gan.inference import synthesize_volume
 from synth_core.gan.metrics import label_signature, masked_mae, masked_psnr, masked_ssim, signature_checks
 from synth_core.gan.networks import GANLoss, PatchDiscriminator3D, UNet3DGenerator, init_weights, one_hot, weighted_l1
@@ -61,8 +62,12 @@ def model_prefix(name: str, version: str) -> str:
 
 
 def config_hash(config: TrainConfig) -> str:
-    """Identity of a training run: everything but where it is stored and which device runs it."""
-    payload = config.model_dump(mode="json", exclude={"store", "model_version", "device", "threads"})
+    """Identity of a training run: everything but where it is stored, which device runs it, and how
+    patches reach the device (``data.device_cache``: the same batches either way)."""
+    payload = config.model_dump(
+        mode="json", exclude={"store": True, "model_version": True, "device": True, "threads": True,
+                              "data": {"device_cache"}},
+    )
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
@@ -321,16 +326,23 @@ def _train(
         store.config, list(train_subjects), config.data, config.seed,
         length=config.steps * config.data.batch_size,
     )
-    loader = make_loader(
-        dataset, batch_size=config.data.batch_size, start_step=start, steps=config.steps,
-        workers=config.data.loader_workers, pin_memory=device.type == "cuda",
-    )
+    batches: Iterable[Mapping[str, Any]]
+    if use_device_cache(config.data.device_cache, dataset, device):
+        cache = DeviceVolumeCache(dataset, device)
+        log.info("patches cut on %s from %d subjects held there (%.2f GiB)", device, len(dataset.keys), cache.nbytes / 2**30)
+        batches = cache.batches(batch_size=config.data.batch_size, start_step=start, steps=config.steps)
+    else:
+        loader = make_loader(
+            dataset, batch_size=config.data.batch_size, start_step=start, steps=config.steps,
+            workers=config.data.loader_workers, pin_memory=device.type == "cuda",
+        )
+        batches = DevicePrefetcher(loader, device)  # host→GPU copies overlap the previous step
     step_fn = GanStep(generator, discriminator, opt_g, opt_d, config, device)
     generator.train()
     discriminator.train()
     step = start
     losses: dict[str, float] = {}
-    for batch in DevicePrefetcher(loader, device):  # host→GPU copies overlap the previous step
+    for batch in batches:
         torch.manual_seed(_step_seed(config.seed, step))
         losses = step_fn(batch)
         step += 1

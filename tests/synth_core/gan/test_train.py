@@ -12,7 +12,7 @@ import torch
 from schemas.config import IngestConfig, SourceConfig, StoreConfig
 from schemas.train import DataConfig, DiscriminatorConfig, GeneratorConfig, OptimConfig, TrainConfig
 from synth_core.gan.checkpoint import committed_steps, load_module_bytes
-from synth_core.gan.train import MODEL_RECORD, load_generator, model_prefix, train
+from synth_core.gan.train import MODEL_RECORD, config_hash, load_generator, model_prefix, train
 from synth_core.ingest.snapshot import run_ingest
 from synth_core.ingest.sources import discover_source
 from synth_core.storage import ObjectExistsError, Store, open_store, verify_objects
@@ -70,6 +70,22 @@ def test_resume_equals_uninterrupted(snapshot_store: Store) -> None:
     again = train(snapshot_store, tiny(snapshot_store, model_name="resumed"))
     assert again.created is False and again.version == resumed.version
     assert snapshot_store.list_dirs("models/resumed") == [resumed.version]
+
+
+def test_device_cache_trains_the_same_weights(snapshot_store: Store) -> None:
+    """Patches cut from subjects held on the device = the loader's batches: same weights, same identity."""
+    base = tiny(snapshot_store)
+    loader = tiny(snapshot_store, model_name="via-loader", steps=4, checkpoint_every=4,
+                  data=base.data.model_copy(update={"device_cache": "off"}))
+    cached = tiny(snapshot_store, model_name="via-cache", steps=4, checkpoint_every=4,
+                  data=base.data.model_copy(update={"device_cache": "on"}))
+    # how batches reach the device is not part of a run's identity
+    assert config_hash(loader) == config_hash(cached.model_copy(update={"model_name": "via-loader"}))
+    a_run, b_run = train(snapshot_store, loader), train(snapshot_store, cached)
+    a, _ = load_generator(snapshot_store, "via-loader", a_run.version)
+    b, _ = load_generator(snapshot_store, "via-cache", b_run.version)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6, msg=name)
 
 
 def test_other_config_gets_a_new_version(snapshot_store: Store) -> None:
