@@ -105,6 +105,28 @@ def _core_subject(source: str, store: str, index: int) -> float:
     return time.perf_counter() - t0
 
 
+def _server_process(api_url: str):  # noqa: ANN202
+    """The ``prefect server start`` process behind ``api_url`` (for its CPU time)."""
+    import psutil
+
+    port = api_url.rsplit(":", 1)[1].split("/")[0]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "server" in cmd and "start" in cmd and f"--port {port}" in cmd:
+            return proc
+    raise RuntimeError(f"no prefect server process listens on port {port}")
+
+
+def _cpu(server_proc, cluster) -> dict[str, float]:  # noqa: ANN001
+    """CPU seconds so far: the Prefect server, this process (flow, Dask client and scheduler), the workers."""
+    from distributed import Client
+
+    with Client(cluster) as client:
+        workers = sum(client.run(time.process_time).values())
+    times = server_proc.cpu_times()
+    return {"server": times.user + times.system, "flow": time.process_time(), "workers": workers}
+
+
 def _warm_worker() -> int:
     import synth_core.ingest.snapshot  # noqa: F401  (torch, scipy, zarr: imported once per worker process)
     import tasks.ingest  # noqa: F401
@@ -168,6 +190,8 @@ def main() -> None:
         print(f"ratio Prefect per-subject overhead / plain s per subject = {o / ps * 100:5.1f} %   (target ≤ 10 %)")
         print(f"ratio whole flow run / plain loop = {f / p:5.2f}  ({n} subjects; the fixed part amortizes)")
 
+        server_proc = _server_process(server.api_url)
+        cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
         rates: dict[int, list[float]] = {1: [], 2: []}
         phase_rates: dict[int, list[float]] = {1: [], 2: []}
         raw: dict[int, list[float]] = {1: [], 2: []}
@@ -181,7 +205,10 @@ def main() -> None:
             for r in range(args.rounds):
                 for k, cluster in clusters.items():
                     execution = ExecutionConfig(task_runner="dask", dask_address=cluster.scheduler_address)
+                    before = _cpu(server_proc, cluster)
                     t, detail = prefect_flow(source, work / f"store-dask{k}-{r}", execution, 2 * k)
+                    after = _cpu(server_proc, cluster)
+                    cpu[k].append({part: (after[part] - before[part]) / n for part in after} | {"core": sum(detail["core"]) / n})
                     rates[k].append(n / t)
                     phase_rates[k].append(n / detail["phase"])
                     with Client(cluster) as client:  # the same cluster, the core function alone
@@ -203,6 +230,12 @@ def main() -> None:
                   f"whole run {', '.join(f'{r:.2f}' for r in rates[k])}; "
                   f"no Prefect {', '.join(f'{r:.2f}' for r in raw[k])} subjects/s")
         print(f"ratio 2 workers / 1 worker (subject phase) = {two / one:5.2f}   (target ≥ 1.6)")
+        # where the CPU of one subject goes on 2 workers: what the two cores must carry per subject
+        split = {part: statistics.median(c[part] for c in cpu[2]) for part in cpu[2][0]}
+        print(f"  CPU per subject on 2 workers (median of rounds): Prefect server {split['server'] * 1000:.0f} ms, flow "
+              f"process (incl. the Dask scheduler) {split['flow'] * 1000:.0f} ms, workers {split['workers'] * 1000:.0f} ms "
+              f"(core function {split['core'] * 1000:.0f} ms wall); server + flow = "
+              f"{(split['server'] + split['flow']) / split['workers'] * 100:.0f} % of the workers' CPU, on the same cores")
         r1, r2 = statistics.median(raw[1]), statistics.median(raw[2])
         print(f"reference, the same clusters without Prefect (client.map of the core function): "
               f"{r1:.2f} → {r2:.2f} subjects/s, ratio {r2 / r1:.2f}")
