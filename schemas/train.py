@@ -93,7 +93,7 @@ class DataConfig(BaseModel):
     device_cache: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Hold the training subjects on the device and cut patches there (same batches); "
-        "auto: on CUDA when they fit in half the free memory",
+        "auto: when they fit in half the device's free memory (GPU memory, or host memory on the CPU)",
     )
 
     @field_validator("patch_size")

@@ -620,7 +620,7 @@ class PatchDataset(Dataset):
         image = np.where(np.isfinite(image), image, np.float32(0.0)).astype(np.float32, copy=False)
         # compact transfer dtypes (the host→device copy was the loader's cost on a GPU): uint8 labels, and
         # float16 images at 1 mm, where every value came from the float16 store (exact); 2 mm means stay float32
-        image_dtype = np.float16 if self.config.resolution_mm == 1 else np.float32
+        image_dtype = transfer_dtype(self.config.resolution_mm)
         return {
             "label": torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8)),
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=image_dtype)),
@@ -667,6 +667,26 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def check_step_range(length: int, *, batch_size: int, start_step: int, steps: int) -> None:
+    """Validate global steps ``start_step … steps − 1`` of ``batch_size`` samples over a dataset of ``length``."""
+    for name, value, low in (("batch_size", batch_size, 1), ("start_step", start_step, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an int ≥ {low}, received {value!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < start_step:
+        raise ValueError(f"steps: expected an int ≥ start_step ({start_step}), received {steps!r}")
+    if steps * batch_size > length:
+        raise ValueError(
+            f"steps: steps · batch_size = {steps * batch_size} exceeds the dataset length {length}; "
+            f"build the dataset with length ≥ steps · batch_size"
+        )
+
+
+def transfer_dtype(resolution_mm: int) -> np.dtype:
+    """Dtype of a patch's image on its way to the model: float16 at 1 mm (exact: every value came from
+    the float16 store), float32 at 2 mm (means of 2×2×2 blocks)."""
+    return np.dtype(np.float16 if resolution_mm == 1 else np.float32)
+
+
 def make_loader(
     dataset: PatchDataset,
     *,
@@ -682,16 +702,9 @@ def make_loader(
     No shuffling: the randomness is inside ``dataset[i]``. ``workers > 0`` starts persistent worker
     processes (``fork`` on Linux, the platform default elsewhere), each with one torch thread.
     """
-    for name, value, low in (("batch_size", batch_size, 1), ("start_step", start_step, 0), ("workers", workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an int ≥ {low}, received {value!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < start_step:
-        raise ValueError(f"steps: expected an int ≥ start_step ({start_step}), received {steps!r}")
-    if steps * batch_size > len(dataset):
-        raise ValueError(
-            f"steps: steps · batch_size = {steps * batch_size} exceeds the dataset length {len(dataset)}; "
-            f"build the dataset with length ≥ steps · batch_size"
-        )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected an int ≥ 0, received {workers!r}")
+    check_step_range(len(dataset), batch_size=batch_size, start_step=start_step, steps=steps)
     if isinstance(prefetch_factor, bool) or not isinstance(prefetch_factor, int) or prefetch_factor < 1:
         raise ValueError(f"prefetch_factor: expected an int ≥ 1, received {prefetch_factor!r}")
     indices = range(start_step * batch_size, steps * batch_size)

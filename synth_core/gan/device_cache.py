@@ -26,27 +26,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from synth_core.gan.data import PatchDataset, _axis_window, load_subject
+from synth_core.gan.data import (
+    _N_CHANNELS,
+    IMAGE_ARRAY,
+    LABEL_ARRAY,
+    PatchDataset,
+    _axis_window,
+    check_step_range,
+    load_subject,
+    transfer_dtype,
+)
 
 AUTO_MEMORY_FRACTION: Final[float] = 0.5
 """``device_cache="auto"``: use the cache when the subjects take at most this share of free device memory."""
-
-_N_CHANNELS: Final[int] = 4
-
-
-def _image_dtype(resolution_mm: int) -> torch.dtype:
-    # the same transfer dtype as PatchDataset: float16 at 1 mm (exact: the store holds float16), float32 at 2 mm
-    return torch.float16 if resolution_mm == 1 else torch.float32
-
 
 def cache_bytes(dataset: PatchDataset) -> int:
     """Device bytes the cache needs for ``dataset``'s subjects (from array shapes; reads no voxels)."""
     import zarr
 
-    from synth_core.gan.data import IMAGE_ARRAY, LABEL_ARRAY
-
     store = dataset._store()
-    per_voxel = _N_CHANNELS * (2 if dataset.resolution_mm == 1 else 4) + 1
+    per_voxel = _N_CHANNELS * transfer_dtype(dataset.resolution_mm).itemsize + 1
     total = 0
     for key in dataset.keys:
         group = zarr.open_group(store.zarr_store(key, read_only=True), mode="r")
@@ -89,7 +88,7 @@ class DeviceVolumeCache:
             raise TypeError(f"dataset: expected a PatchDataset, received {type(dataset).__name__}")
         self.dataset = dataset
         self.device = torch.device(device)
-        dtype = _image_dtype(dataset.resolution_mm)
+        dtype = getattr(torch, transfer_dtype(dataset.resolution_mm).name)  # the loader's dtype, as torch's
         self.images: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.channel_masks: list[torch.Tensor] = []
@@ -137,16 +136,7 @@ class DeviceVolumeCache:
 
     def batches(self, *, batch_size: int, start_step: int, steps: int) -> Iterator[dict[str, Any]]:
         """Batches of global steps ``start_step … steps − 1``, as ``make_loader`` orders them."""
-        for name, value, low in (("batch_size", batch_size, 1), ("start_step", start_step, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an int ≥ {low}, received {value!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < start_step:
-            raise ValueError(f"steps: expected an int ≥ start_step ({start_step}), received {steps!r}")
-        if steps * batch_size > len(self.dataset):
-            raise ValueError(
-                f"steps: steps · batch_size = {steps * batch_size} exceeds the dataset length {len(self.dataset)}; "
-                f"build the dataset with length ≥ steps · batch_size"
-            )
+        check_step_range(len(self.dataset), batch_size=batch_size, start_step=start_step, steps=steps)
         for step in range(start_step, steps):
             yield self.batch(step, batch_size)
 
