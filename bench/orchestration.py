@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,9 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
     work.mkdir(parents=True, exist_ok=True)
+    for old in work.iterdir():  # stores and server of an earlier run in the same --workdir; the source is kept
+        if old.name != "source":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
     from distributed import Client, LocalCluster

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.config import GridConfig, StoreConfig
+from schemas.config import StoreConfig
 from schemas.train import DataConfig, SnapshotRef
 from synth_core.gan.data import (
     InMemoryPatches,
@@ -26,10 +26,9 @@ from synth_core.gan.data import (
     newest_snapshot,
     split_subjects,
 )
-from synth_core.ingest.omezarr import write_subject_group
 from synth_core.ingest.snapshot import SNAPSHOT_RECORD, SUBJECTS_TABLE, snapshot_prefix
 from synth_core.storage import Store, open_store
-from tests.synth_core.gan.conftest import GanSnapshot
+from tests.synth_core.gan.conftest import GanSnapshot, write_small_subject
 
 
 # ------------------------------------------------------------------------------------------ downsample2
@@ -326,22 +325,11 @@ def test_loader_two_workers_equals_in_process_and_resume(gan_snapshot: GanSnapsh
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str]:
     """One 32³ subject written directly: T2 missing (all-NaN), a small tumour."""
-    store = open_store(StoreConfig(url=str(tmp_path_factory.mktemp("small"))))
-    grid = GridConfig(shape=(32, 32, 32))
-    label = np.zeros(grid.shape, dtype=np.uint8)
-    label[4:28, 4:28, 4:28] = 3
-    label[6:10, 6:10, 6:10] = 1
-    label[20:26, 18:24, 12:18] = 4
-    label[21:25, 19:23, 13:17] = 6
-    rng = np.random.default_rng(1)
-    image = np.where(label > 0, rng.normal(size=(4, *grid.shape)), 0.0).astype(np.float32)
-    image[2] = np.nan
-    key = "test/volumes.zarr/sub-000000000000"
-    write_subject_group(
-        store.zarr_store(key), name="sub-000000000000", image=image, label=label, affine=np.eye(4), grid=grid,
-        modalities_present={"t1": True, "t1c": True, "t2": False, "flair": True},
-    )
-    return store, key
+    s = slice
+    boxes = {3: (s(4, 28), s(4, 28), s(4, 28)), 1: (s(6, 10), s(6, 10), s(6, 10)),
+             4: (s(20, 26), s(18, 24), s(12, 18)), 6: (s(21, 25), s(19, 23), s(13, 17))}
+    return write_small_subject(tmp_path_factory.mktemp("small"), "sub-000000000000", (32, 32, 32), boxes,
+                               missing="t2", seed=1)
 
 
 def test_missing_modality_and_small_volume(small_store: tuple[Store, str]) -> None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from schemas.config import GridConfig, StoreConfig
 from schemas.train import DataConfig
 from synth_core.gan.data import PatchDataset, list_training_subjects, load_subject, make_loader
 from synth_core.gan import device_cache
 from synth_core.gan.device_cache import DeviceVolumeCache, available_bytes, cache_bytes, use_device_cache
-from synth_core.ingest.omezarr import write_subject_group
-from synth_core.storage import Store, open_store
-from tests.synth_core.gan.conftest import GanSnapshot
+from synth_core.storage import Store
+from tests.synth_core.gan.conftest import GanSnapshot, write_small_subject
 
 
 def _pairs(gan_snapshot: GanSnapshot) -> list[tuple[str, str]]:
@@ -54,22 +51,11 @@ def test_same_batches_as_the_loader_and_on_resume(gan_snapshot: GanSnapshot, res
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str]:
     """One 32×24×32 subject: FLAIR missing (NaN), a tumour near an edge so patches need padding."""
-    store = open_store(StoreConfig(url=str(tmp_path_factory.mktemp("small-cache"))))
-    grid = GridConfig(shape=(32, 24, 32))
-    label = np.zeros(grid.shape, dtype=np.uint8)
-    label[2:30, 2:22, 2:30] = 3
-    label[4:8, 4:8, 4:8] = 1
-    label[3:9, 16:22, 20:28] = 4
-    label[4:8, 17:21, 22:26] = 5
-    rng = np.random.default_rng(2)
-    image = np.where(label > 0, rng.normal(size=(4, *grid.shape)), 0.0).astype(np.float32)
-    image[3] = np.nan
-    key = "test/volumes.zarr/sub-00000000000c"
-    write_subject_group(
-        store.zarr_store(key), name="sub-00000000000c", image=image, label=label, affine=np.eye(4), grid=grid,
-        modalities_present={"t1": True, "t1c": True, "t2": True, "flair": False},
-    )
-    return store, key
+    s = slice
+    boxes = {3: (s(2, 30), s(2, 22), s(2, 30)), 1: (s(4, 8), s(4, 8), s(4, 8)),
+             4: (s(3, 9), s(16, 22), s(20, 28)), 5: (s(4, 8), s(17, 21), s(22, 26))}
+    return write_small_subject(tmp_path_factory.mktemp("small-cache"), "sub-00000000000c", (32, 24, 32), boxes,
+                               missing="flair", seed=2)
 
 
 @pytest.mark.parametrize("resolution", [1, 2])
