@@ -19,9 +19,8 @@ from tasks.ingest import (
     plan_task,
     prepare_source_task,
     publish_outcome_table,
-    report_progress,
-    start_progress,
 )
+from tasks.progress import ProgressArtifact
 from tasks.runners import describe, in_flight, submit, task_runner
 from tasks.store import open_store_task
 
@@ -51,7 +50,7 @@ def ingest(
     if committed_task(plan):
         logger.info("snapshot %s already committed: nothing to do", plan.prefix)
     else:
-        artifact = start_progress(total, f"ingest {plan.source_id} → {plan.snapshot_id}")
+        progress = ProgressArtifact(total, f"ingest {plan.source_id} → {plan.snapshot_id}")
         recorded = finished_task(plan)
         fresh = ingest_subject_task.with_options(refresh_cache=True)  # no record in the store: never trust a cache
         pending = list(discovery.subjects)
@@ -63,12 +62,13 @@ def ingest(
                 while pending and len(running) < width:
                     subject = pending.pop(0)
                     one = ingest_subject_task if plan.subject_ids[subject.source_ref] in recorded else fresh
-                    running.append(submit(runner, one, plan=plan, subject=subject))
+                    # the subject's own slice of the plan: a task's arguments must not grow with the dataset
+                    running.append(submit(runner, one, plan=plan.for_subject(subject.source_ref), subject=subject))
                 completed = next(iter(as_completed(running)))  # keep at most width subjects in flight
                 running.remove(completed)
                 outcomes.append(completed.result())
                 progress_log.info("ingest", extra={"stage": "ingest", "done": len(outcomes), "total": total})
-                report_progress(artifact, len(outcomes), total)
+                progress.report(len(outcomes))  # at most every 2 s, and the last one
     result = finalize_task(plan, discovery)
     if outcomes:
         publish_outcome_table(plan, outcomes, result)

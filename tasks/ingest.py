@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from schemas.config import IngestConfig, SourceConfig
@@ -126,15 +126,6 @@ def committed_task(plan: SnapshotPlan) -> bool:
     return load_snapshot_record(connect(plan.config.store), plan.source_id, plan.snapshot_id) is not None
 
 
-def start_progress(total: int, description: str) -> Any:
-    return create_progress_artifact(progress=0.0, description=description) if total else None
-
-
-def report_progress(artifact_id: Any, done: int, total: int) -> None:
-    if artifact_id is not None and total:
-        update_progress_artifact(artifact_id=artifact_id, progress=100.0 * done / total)
-
-
 def publish_outcome_table(plan: SnapshotPlan, outcomes: list[dict[str, Any]], result: SnapshotResult) -> None:
     """Table artifact: accepted and quarantined subjects with their reasons."""
     rows = [
@@ -169,7 +160,5 @@ __all__ = [
     "plan_task",
     "prepare_source_task",
     "publish_outcome_table",
-    "report_progress",
-    "start_progress",
     "subject_cache_key",
 ]

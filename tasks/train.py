@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from schemas.config import StoreConfig
@@ -17,6 +16,7 @@ from schemas.orchestration import ExecutionConfig, ModelOrigin
 from schemas.train import TrainConfig
 from synth_core.gan.train import TrainResult, Validation, select_device, train
 from tasks.events import announce_model
+from tasks.progress import ProgressArtifact
 from tasks.runners import gpu_slot
 from tasks.store import connect
 
@@ -46,14 +46,12 @@ def train_task(config: TrainConfig, execution: ExecutionConfig | None = None) ->
     """
     logger = get_run_logger()
     store = connect(config.store)
-    progress_id = create_progress_artifact(progress=0.0, description=f"train {config.model_name}")
-    last = [0.0]
+    progress: list[ProgressArtifact] = []  # created at the first report, when the total steps are known
 
     def on_progress(step: int, total: int, losses: Mapping[str, float]) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 5.0 or step == total:
-            last[0] = now
-            update_progress_artifact(artifact_id=progress_id, progress=100.0 * step / total)
+        if not progress:
+            progress.append(ProgressArtifact(total, f"train {config.model_name}", min_interval_s=5.0))
+        if progress[0].report(step):
             logger.info("step %d/%d  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), step, total)
 
     def on_validation(v: Validation) -> None:

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +114,18 @@ class SnapshotPlan:
     @property
     def prefix(self) -> str:
         return snapshot_prefix(self.source_id, self.snapshot_id)
+
+    def for_subject(self, source_ref: str) -> SnapshotPlan:
+        """The same plan holding only ``source_ref``'s id: what one subject's task needs.
+
+        The full id map grows with the dataset, and every submitted task pickles, tokenizes and walks its
+        arguments; handing each task the whole map makes a run's orchestration cost quadratic in the
+        number of subjects (bench/orchestration.py measures it).
+        """
+        if source_ref not in self.subject_ids:
+            raise KeyError(f"for_subject: source_ref {source_ref!r} is not in snapshot {self.snapshot_id} "
+                           f"({len(self.subject_ids)} subject(s) planned)")
+        return replace(self, subject_ids={source_ref: self.subject_ids[source_ref]})
 
     def subject_record_key(self, subject_id: str) -> str:
         return f"{self.prefix}/{SUBJECT_RECORDS}/{subject_id}.json"

@@ -43,14 +43,27 @@ async def _task_states(flow_run_id) -> list[tuple[str, str]]:
         return [(r.name, r.state.name) for r in runs]
 
 
-def test_ingest_flow_commits_and_reports(prefect_api: PrefectServer, phantom_root: Path, tmp_path: Path) -> None:
+def test_ingest_flow_commits_and_reports(prefect_api: PrefectServer, phantom_root: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
+    import flows.ingest
     from flows.ingest import ingest
 
+    submitted: list[dict[str, str]] = []
+    real_submit = flows.ingest.submit
+
+    def spy(runner, task, **parameters):  # noqa: ANN001, ANN202
+        submitted.append(dict(parameters["plan"].subject_ids))
+        return real_submit(runner, task, **parameters)
+
+    monkeypatch.setattr(flows.ingest, "submit", spy)
     store_dir = tmp_path / "store"
     state = ingest(_config(phantom_root, str(store_dir)), return_state=True)
     assert state.is_completed(), state
+    # each subject task gets its own id only, not the dataset's whole map (arguments must not grow with N)
+    assert len(submitted) == 4 and all(len(ids) == 1 for ids in submitted)
+    assert len({next(iter(ids)) for ids in submitted}) == 4
     summary = state.result()
     assert summary["subjects"] == 4 and summary["quarantined"] == 0 and summary["created"] is True
     assert sorted(o["status"] for o in summary["outcomes"]) == ["accepted"] * 4

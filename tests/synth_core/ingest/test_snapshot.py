@@ -214,3 +214,19 @@ def test_file_and_s3_give_identical_arrays(local_snapshot, phantom_root: Path, s
     assert read_subjects(s3_store, remote.source_id, remote.snapshot_id).equals(
         read_subjects(local_store, local.source_id, local.snapshot_id)
     )
+
+
+def test_plan_for_subject_holds_only_that_subject(phantom_root: Path, tmp_path: Path) -> None:
+    from synth_core.ingest.snapshot import plan_snapshot
+
+    config = IngestConfig(source=SourceConfig(kind="brats", path=str(phantom_root)),
+                          store=StoreConfig(url=str(tmp_path / "store")))
+    plan = plan_snapshot(config, discover_source(config.source, phantom_root))
+    ref, sid = sorted(plan.subject_ids.items())[1]
+    one = plan.for_subject(ref)
+    assert dict(one.subject_ids) == {ref: sid} and len(plan.subject_ids) == 4  # the full plan is untouched
+    assert (one.config, one.source_id, one.snapshot_id, one.prefix) == (plan.config, plan.source_id, plan.snapshot_id,
+                                                                       plan.prefix)
+    assert one.subject_record_key(sid) == plan.subject_record_key(sid)
+    with pytest.raises(KeyError, match="not-a-subject.*4 subject"):
+        plan.for_subject("not-a-subject")
