@@ -8,6 +8,8 @@ On the same BraTS-size subjects (4 × 240×240×155 int16 + seg, .nii.gz, the 1 
    Target: ≤ 10 % more time per subject.
 2. **Dask scaling**: the ``ingest`` flow on prefect-dask's ``DaskTaskRunner`` joined to a warm
    ``LocalCluster`` of 1, then 2 worker processes (one thread each): subjects/s ratio. Target ≥ 1.6×.
+3. **Task arguments vs dataset size**: what submitting one subject task costs the flow process for its
+   ``plan`` argument, with the whole plan vs the subject's slice, at 8, 1251 and 5000 subjects.
 
 Each variant writes to its own fresh store (so no cache hit and no skipped subject flatters it), and
 variants alternate over ``--rounds`` rounds; medians are reported.
@@ -128,6 +130,33 @@ def _cpu(server_proc, cluster) -> dict[str, float]:  # noqa: ANN001
     return {"server": times.user + times.system, "flow": time.process_time(), "workers": workers}
 
 
+def argument_cost(n_subjects: int, repeats: int = 20) -> dict[str, tuple[int, float]]:
+    """What one subject task's ``plan`` argument costs the submitting side, for a dataset of
+    ``n_subjects``: the whole plan vs the subject's slice (``SnapshotPlan.for_subject``), as
+    (pickled bytes, ms to pickle + dask-tokenize + Prefect's argument walk). Prefect-dask does all three
+    per submitted task, so with the whole plan a run's cost grows with the square of its subjects."""
+    import pickle
+
+    from dask.base import tokenize
+    from prefect.utilities.collections import visit_collection
+
+    from schemas.config import IngestConfig
+    from synth_core.ingest.snapshot import SnapshotPlan, pseudonym
+
+    refs = [f"BraTS2021_{i:05d}" for i in range(n_subjects)]
+    plan = SnapshotPlan(config=IngestConfig(), source_id="brats", snapshot_id="snap-0123456789ab",
+                        subject_ids={ref: pseudonym("snap-0123456789ab", ref) for ref in refs})
+    out = {}
+    for name, arg in (("whole plan", plan), ("subject slice", plan.for_subject(refs[n_subjects // 2]))):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            size = len(pickle.dumps(arg))
+            tokenize(arg)
+            visit_collection({"plan": arg}, visit_fn=lambda x: x, return_data=True)
+        out[name] = (size, (time.perf_counter() - t0) / repeats * 1000)
+    return out
+
+
 def _warm_worker() -> int:
     import synth_core.ingest.snapshot  # noqa: F401  (torch, scipy, zarr: imported once per worker process)
     import tasks.ingest  # noqa: F401
@@ -243,6 +272,13 @@ def main() -> None:
         r1, r2 = statistics.median(raw[1]), statistics.median(raw[2])
         print(f"reference, the same clusters without Prefect (client.map of the core function): "
               f"{r1:.2f} → {r2:.2f} subjects/s, ratio {r2 / r1:.2f}")
+
+    print("\nplan argument of one subject task (pickle + dask tokenize + Prefect's argument walk, per submit):")
+    for size in (8, 1251, 5000):  # the bench's subjects, BraTS 2021's 1251, a large multi-site pool
+        cost = argument_cost(size)
+        (wb, wms), (sb, sms) = cost["whole plan"], cost["subject slice"]
+        print(f"  {size:5d} subjects: whole plan {wb / 1024:6.1f} KiB {wms:6.2f} ms; subject slice {sb / 1024:4.1f} KiB "
+              f"{sms:5.2f} ms; ratio {wms / sms:5.1f}×")
 
 
 if __name__ == "__main__":
