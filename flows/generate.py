@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from schemas.generate import GenerateConfig
 from schemas.orchestration import ExecutionConfig
-from synth_core.generate.run import generation_summary
+from synth_core.generate.run import generation_summary, plan_rows_json
 from tasks.generate import finalize_task, prepare_task, read_generation_task, shard_task
 from tasks.runners import describe, submit, task_runner
 from tasks.store import open_store_task
@@ -30,7 +30,8 @@ def generate(
     width = max(1, len(shards_todo))  # threads: every shard at once, as before (the gpu limit bounds CUDA work)
     get_run_logger().info("%d shard(s) on %s", len(shards_todo), describe(execution, width))
     with task_runner(execution, width) as runner:
-        futures = [submit(runner, shard_task, run=run, plan=plan, shard_index=index, start=start, stop=stop,
+        # each shard gets its own rows of the plan: a task's arguments must not grow with the dataset
+        futures = [submit(runner, shard_task, run=run, rows=plan_rows_json(plan, start, stop), shard_index=index,
                           execution=execution) for index, start, stop in shards_todo]
         shards = [f.result() for f in futures]
     record = finalize_task(run, plan)

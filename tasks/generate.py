@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.generate import GenerateConfig
 from schemas.orchestration import ExecutionConfig
-from synth_core.generate.run import GenerationRun, finalize, load_label_maps, plan_rows_json, prepare
+from synth_core.generate.run import GenerationRun, finalize, load_label_maps, prepare
 from synth_core.gan.train import flush_denormals, select_device
 from synth_core.generate.shard import generate_shard, load_model
 from synth_core.storage import read_record
@@ -28,11 +28,13 @@ def prepare_task(config: GenerateConfig) -> tuple[GenerationRun, Any]:
 
 @task(name="generate-shard", task_run_name="shard-{shard_index}", retries=2, retry_delay_seconds=[5, 30],
       cache_policy=NO_CACHE)
-def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop: int,
+def shard_task(run: GenerationRun, rows: list[dict[str, Any]], shard_index: int,
                execution: ExecutionConfig | None = None) -> dict[str, Any]:
     """One shard: the model is loaded once per task; a finished shard (record present) is skipped.
 
-    On CUDA the shard holds one slot of ``execution.gpu_limit`` while its model is resident.
+    ``rows`` are the shard's own plan rows (:func:`~synth_core.generate.run.plan_rows_json`), not the
+    whole plan: a task's arguments are pickled and hashed per submission and must not grow with the
+    dataset. On CUDA the shard holds one slot of ``execution.gpu_limit`` while its model is resident.
     """
     store = connect(run.config.store)
     read_done = read_record(store, run.shard_key(shard_index))
@@ -42,7 +44,7 @@ def shard_task(run: GenerationRun, plan: Any, shard_index: int, start: int, stop
     with gpu_slot(execution or ExecutionConfig(), select_device(run.config.device).type):
         generator, device = load_model(store, run)
         with flush_denormals():
-            record = generate_shard(store, run, shard_index, plan_rows_json(plan, start, stop), maps, generator, device)
+            record = generate_shard(store, run, shard_index, rows, maps, generator, device)
     return {"shard": shard_index, "samples": len(record["rows"]), "skipped": record["skipped"]}
 
 

@@ -50,29 +50,36 @@ def test_dispatch_mode_outside_a_deployment(mode: str, expected: bool) -> None:
 @pytest.mark.e2e
 def test_gpu_slots_serialize_cuda_work(prefect_api) -> None:  # noqa: ANN001 - session fixture
     """Two CUDA jobs with a 1-slot limit never overlap (a real Prefect server's global concurrency limit)."""
+    import contextvars
     import threading
     import time
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.settings import PREFECT_API_URL
 
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu-test-slots", limit=1))
     execution = ExecutionConfig(gpu_limit="gpu-test-slots")
     spans: list[tuple[float, float]] = []
 
+    apis: list[str | None] = []
+
     def job() -> None:
+        apis.append(PREFECT_API_URL.value())
         with gpu_slot(execution, "cuda"):
             start = time.monotonic()
             time.sleep(0.8)
             spans.append((start, time.monotonic()))
 
-    threads = [threading.Thread(target=job) for _ in range(2)]
+    # as Prefect's task runners do: each thread runs in a copy of this context (the session's server).
+    # A bare thread would see Prefect's import-time settings and start a temporary server of its own.
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(job,)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(spans) == 2
+    assert apis == [prefect_api.api_url] * 2 and len(spans) == 2
     (a0, a1), (b0, b1) = sorted(spans)
     assert b0 >= a1, f"overlapping GPU slots: {spans}"
 
