@@ -19,9 +19,16 @@ app.add_typer(datasets_app, name="datasets")
 console = Console()
 
 
+EPHEMERAL_STARTUP_TIMEOUT_S = 120
+"""Seconds a local run waits for Prefect's temporary server (Prefect's default, 20 s, is too short on a
+fresh 2-core machine: its first start creates and migrates the database, and took 16 s to over 20 s)."""
+
+
 def _prefect_env() -> None:
+    """Prefect settings of a local run, before Prefect is imported; what the user set in the environment wins."""
     # no internet here and in most hospitals: never phone home from a local run
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
 
 
 def _grid(value: str) -> tuple[int, int, int]:
