@@ -31,7 +31,6 @@ class ProgressArtifact:
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._last = clock()
-        self.updates = 0
         self.artifact_id: Any = create_progress_artifact(progress=0.0, description=description) if total else None
 
     def report(self, done: int) -> bool:
@@ -45,7 +44,6 @@ class ProgressArtifact:
             return False
         self._last = now
         update_progress_artifact(artifact_id=self.artifact_id, progress=100.0 * done / self.total)
-        self.updates += 1
         return True
 
 

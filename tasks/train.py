@@ -46,12 +46,10 @@ def train_task(config: TrainConfig, execution: ExecutionConfig | None = None) ->
     """
     logger = get_run_logger()
     store = connect(config.store)
-    progress: list[ProgressArtifact] = []  # created at the first report, when the total steps are known
+    progress = ProgressArtifact(config.steps, f"train {config.model_name}", min_interval_s=5.0)
 
     def on_progress(step: int, total: int, losses: Mapping[str, float]) -> None:
-        if not progress:
-            progress.append(ProgressArtifact(total, f"train {config.model_name}", min_interval_s=5.0))
-        if progress[0].report(step):
+        if progress.report(step):  # total is config.steps
             logger.info("step %d/%d  " + "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), step, total)
 
     def on_validation(v: Validation) -> None:
