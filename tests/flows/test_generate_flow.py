@@ -9,6 +9,7 @@ import pytest
 from schemas.config import StoreConfig
 from schemas.generate import GenerateConfig, PlanConfig
 from synth_core.storage import Store
+from tests.flows.conftest import record_submissions
 from tests.servers import PrefectServer
 from tests.synth_core.generate.test_shard import model_store  # noqa: F401 - fixture reuse
 
@@ -22,18 +23,12 @@ def test_generate_flow(prefect_api: PrefectServer, model_store: Store,  # noqa: 
     import flows.generate
     from flows.generate import generate
 
-    submitted: list[tuple[int, list[int]]] = []
-    real_submit = flows.generate.submit
-
-    def spy(runner, task, **parameters):  # noqa: ANN001, ANN202
-        submitted.append((parameters["shard_index"], [row["index"] for row in parameters["rows"]]))
-        return real_submit(runner, task, **parameters)
-
-    monkeypatch.setattr(flows.generate, "submit", spy)
+    submissions = record_submissions(monkeypatch, flows.generate)
     config = GenerateConfig(store=StoreConfig(url=model_store.url), dataset_name="flow-gen",
                             plan=PlanConfig(n_samples=12, seed=3), shard_size=5, batch_size=2, device="cpu")
     summary = generate(config)
     # each shard task gets only its own rows of the plan, in sample order
+    submitted = [(p["shard_index"], [row["index"] for row in p["rows"]]) for p in submissions]
     assert sorted(submitted) == [(0, [0, 1, 2, 3, 4]), (1, [5, 6, 7, 8, 9]), (2, [10, 11])]
     assert summary["created"] and summary["samples"] == 12 and set(summary["counts_per_stratum"].values()) == {1}
 

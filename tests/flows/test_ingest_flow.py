@@ -14,6 +14,7 @@ import pytest
 from schemas.config import IngestConfig, SourceConfig, StoreConfig
 from synth_core.ingest.snapshot import read_subjects, snapshot_prefix
 from synth_core.storage import open_store, verify_objects
+from tests.flows.conftest import record_submissions
 from tests.servers import PrefectServer, S3Server
 
 pytestmark = pytest.mark.e2e
@@ -50,17 +51,11 @@ def test_ingest_flow_commits_and_reports(prefect_api: PrefectServer, phantom_roo
     import flows.ingest
     from flows.ingest import ingest
 
-    submitted: list[dict[str, str]] = []
-    real_submit = flows.ingest.submit
-
-    def spy(runner, task, **parameters):  # noqa: ANN001, ANN202
-        submitted.append(dict(parameters["plan"].subject_ids))
-        return real_submit(runner, task, **parameters)
-
-    monkeypatch.setattr(flows.ingest, "submit", spy)
+    submissions = record_submissions(monkeypatch, flows.ingest)
     store_dir = tmp_path / "store"
     state = ingest(_config(phantom_root, str(store_dir)), return_state=True)
     assert state.is_completed(), state
+    submitted = [dict(p["plan"].subject_ids) for p in submissions]
     # each subject task gets its own id only, not the dataset's whole map (arguments must not grow with N)
     assert len(submitted) == 4 and all(len(ids) == 1 for ids in submitted)
     assert len({next(iter(ids)) for ids in submitted}) == 4
